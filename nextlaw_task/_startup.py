@@ -1,0 +1,98 @@
+"""Start-up hook: make ``--model nextlaw`` and the nextlaw tasks known to lm-eval 0.4.13.
+
+lm-eval 0.4.13 reads no plugin entry points, so ``nextlaw.pth`` (installed beside the package)
+imports this module in every Python process. It imports nothing heavy: it only adds a finder
+that acts once lm-eval's own modules are imported. After ``lm_eval.models`` loads, it registers
+the model name ``nextlaw`` lazily (``nextlaw_task.model`` is imported only when the model is
+used); after ``lm_eval.tasks.manager`` loads, every ``TaskManager`` also scans nextlaw's task
+folder, as if ``--include_path`` named it. Without lm-eval nothing happens. Any failure here is
+swallowed: a start-up hook must never break the interpreter.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import sys
+from collections.abc import Callable
+from importlib.abc import MetaPathFinder
+from pathlib import Path
+from types import ModuleType
+
+
+def tasks_dir() -> Path:
+    """The folder of nextlaw's task YAMLs: the installed package, or ``tasks/`` in a checkout."""
+    spec = importlib.util.find_spec("nextlaw_task.tasks")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parent.parent / "tasks"
+
+
+def register_model(module: ModuleType) -> None:
+    """Register ``nextlaw`` in lm-eval's model registry, lazily."""
+    from lm_eval.api.registry import model_registry
+
+    if "nextlaw" not in model_registry:
+        model_registry.register("nextlaw", target="nextlaw_task.model:NextlawLM")
+
+
+def include_tasks(module: ModuleType) -> None:
+    """Make every TaskManager scan nextlaw's task folder too."""
+    manager = module.TaskManager
+    original = manager.__init__
+    if getattr(original, "_nextlaw", False):
+        return
+
+    @functools.wraps(original)
+    def __init__(self, *args, include_path=None, **kwargs):
+        ours = str(tasks_dir())
+        paths = [] if include_path is None else list(include_path) if isinstance(include_path, (list, tuple)) else [include_path]
+        if ours not in {str(p) for p in paths}:
+            paths.insert(0, ours)
+        original(self, *args, include_path=paths, **kwargs)
+
+    __init__._nextlaw = True
+    manager.__init__ = __init__
+
+
+class AfterImport(MetaPathFinder):
+    """Runs an action right after a named module has been executed."""
+
+    def __init__(self, actions: dict[str, Callable[[ModuleType], None]]) -> None:
+        self.actions = dict(actions)
+
+    def find_spec(self, fullname, path, target=None):
+        action = self.actions.pop(fullname, None)
+        if action is None:
+            return None
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        execute = spec.loader.exec_module
+
+        def exec_module(module: ModuleType) -> None:
+            execute(module)
+            try:
+                action(module)
+            except Exception:  # noqa: BLE001 - never break lm-eval's import
+                pass
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def install() -> None:
+    """Add the finder, or act at once on modules that are already imported."""
+    actions = {"lm_eval.models": register_model, "lm_eval.tasks.manager": include_tasks}
+    for name, action in list(actions.items()):
+        if name in sys.modules:
+            action(sys.modules[name])
+            del actions[name]
+    if actions:
+        sys.meta_path.insert(0, AfterImport(actions))
+
+
+try:
+    install()
+except Exception:  # noqa: BLE001
+    pass

@@ -1,0 +1,61 @@
+"""What a nextlaw task asks the model wrapper for, and what comes back.
+
+A nextlaw request is a ``loglikelihood_rolling`` instance that carries its document's text and
+the task's measurement spec. Only the ``nextlaw`` model may run it: any other model (or the
+``--use_cache`` layer) reads ``Instance.args`` to get its inputs, and for a nextlaw request that
+raises :class:`NextlawModelRequired` before a single forward pass. The answer for every document of
+a task is a :class:`CorpusMeasurement` holding the corpus-level metrics, which the task's
+aggregation passes through unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from lm_eval.api.instance import Instance
+
+from nextlaw_task.options import MeasurementSpec
+
+
+class NextlawModelRequired(RuntimeError):
+    """A nextlaw task was run by a model other than ``--model nextlaw``."""
+
+    def __init__(self, task: str | None) -> None:
+        super().__init__(
+            f"task {task!r} measures hidden states and needs the nextlaw model wrapper: run it "
+            "with `--model nextlaw --model_args pretrained=MODEL` (every `hf` model_arg works "
+            "there; standard tasks in the same run score as under `--model hf`). Nextlaw metrics "
+            "are corpus statistics that `--use_cache` cannot store: leave that flag out."
+        )
+
+
+@dataclass(eq=False)
+class NextlawRequest(Instance):
+    """A document of a nextlaw task, to be run through the model with hidden-state hooks."""
+
+    spec: MeasurementSpec | None = None
+
+    @property
+    def text(self) -> str:
+        """The document to measure."""
+        return self.arguments[0]
+
+    @property
+    def args(self) -> tuple:
+        """Refuse to hand the inputs to a model that would not measure them."""
+        if not self.resps:
+            raise NextlawModelRequired(self.task_name)
+        return self.arguments
+
+
+@dataclass(frozen=True)
+class CorpusMeasurement:
+    """The answer to one nextlaw request: the task's corpus-level metrics, shared by all its docs."""
+
+    task: str
+    metrics: Mapping[str, float]
+    n_targets: int
+
+    def __str__(self) -> str:
+        return f"nextlaw: {self.n_targets} targets from this document (metrics are corpus-level)"

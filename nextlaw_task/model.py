@@ -1,0 +1,134 @@
+"""``--model nextlaw``: lm-eval's HFLM, plus hidden-state measurement for nextlaw requests.
+
+Everything HFLM accepts works unchanged (a hub id or local folder, ``gguf_file=``, ``dtype=``,
+``device``, ``batch_size`` including ``auto``, ``parallelize``, ...), and every request that does
+not come from a nextlaw task goes to HFLM untouched, so standard tasks in the same run score
+exactly as under ``--model hf``. ``pretrained`` defaults to the embedded SmolLM2-135M-Instruct.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Any
+
+import torch
+from lm_eval.api.instance import Instance
+from lm_eval.models.huggingface import HFLM
+from lm_eval.models.utils import Collator
+from tqdm import tqdm
+
+from nextlaw_task.capture import locate_states
+from nextlaw_task.embedded import embedded_model_dir, is_embedded
+from nextlaw_task.messages import CorpusMeasurement, NextlawRequest
+from nextlaw_task.options import MeasurementSpec
+from nextlaw_task.runner import CorpusRunner, Document
+
+logger = logging.getLogger(__name__)
+
+
+class ModelLoadError(RuntimeError):
+    """The model named by ``pretrained`` cannot be loaded; the message names the fix."""
+
+
+class NextlawLM(HFLM):
+    """HFLM that also measures the prediction residual of every layer for nextlaw tasks."""
+
+    def __init__(self, pretrained: Any = "smollm2", **kwargs: Any) -> None:
+        if is_embedded(pretrained):
+            pretrained = str(embedded_model_dir())
+        if kwargs.get("device") in (None, "cuda") and not torch.cuda.is_available():
+            logger.info("nextlaw: no CUDA device, running on the CPU")
+            kwargs["device"] = "cpu"
+        try:
+            super().__init__(pretrained=pretrained, **kwargs)
+        except OSError as error:
+            raise ModelLoadError(
+                f"cannot load pretrained={pretrained!r}: it is not a transformers folder here and the "
+                "Hugging Face Hub did not provide it (offline, misspelt or gated?). Pass a local "
+                "folder, a hub id that is reachable, `gguf_file=NAME` for a GGUF file in a folder, "
+                f"or `pretrained=smollm2` for the embedded model. ({error})"
+            ) from error
+        except ImportError as error:
+            raise ModelLoadError(
+                f"loading pretrained={pretrained!r} needs a package that is missing: {error}. "
+                "GGUF files need `pip install gguf accelerate`."
+            ) from error
+
+    def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[Any]:
+        """Measure nextlaw requests; hand every other rolling request to HFLM."""
+        ours = [i for i, r in enumerate(requests) if isinstance(r, NextlawRequest)]
+        theirs = [i for i, r in enumerate(requests) if not isinstance(r, NextlawRequest)]
+        answers: list[Any] = [None] * len(requests)
+        if theirs:
+            scored = super().loglikelihood_rolling([requests[i] for i in theirs], disable_tqdm=disable_tqdm)
+            for i, value in zip(theirs, scored, strict=True):
+                answers[i] = value
+        if ours:
+            measured = self._measure([requests[i] for i in ours], disable_tqdm=disable_tqdm)
+            for i, value in zip(ours, measured, strict=True):
+                answers[i] = value
+        return answers
+
+    def _measure(self, requests: list[NextlawRequest], disable_tqdm: bool = False) -> list[CorpusMeasurement]:
+        """One forward pass per distinct document; corpus metrics for every request."""
+        # The harness pads ranks to equal length by repeating a request object: count each once.
+        unique = list({id(r): r for r in requests}.values())
+        specs: dict[str, MeasurementSpec] = {}
+        for request in unique:
+            known = specs.setdefault(request.task_name, request.spec)
+            if known != request.spec:
+                raise ValueError(f"task {request.task_name}: requests disagree on the measurement spec")
+
+        owners: dict[tuple[str, int], list[tuple[str, int]]] = defaultdict(list)
+        for request in unique:
+            owners[(request.text, request.spec.max_tokens)].append((request.task_name, request.doc_id))
+        documents = []
+        for (text, max_tokens), owned in owners.items():
+            tokens = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+            documents.append(Document(tuple(tokens[:max_tokens]), tuple(owned), len(tokens) > max_tokens))
+
+        layout = locate_states(self.model)
+        runner = CorpusRunner(layout, sorted(specs.values(), key=lambda s: s.task), len(self.tokenizer), self.device)
+        n_tokens = sum(len(d.tokens) for d in documents)
+        logger.info(
+            "nextlaw: %d documents, %d tokens, states %s of %d layers, tasks %s",
+            len(documents), n_tokens, list(runner.states), layout.n_layers, ", ".join(sorted(specs)),
+        )
+        collator = Collator(documents, sort_fn=lambda d: (-len(d.tokens), d.tokens))
+        batch_size = self._nextlaw_batch_size(max(len(d.tokens) for d in documents))
+        progress = tqdm(total=len(documents), desc="nextlaw hidden states", disable=disable_tqdm or self.rank != 0)
+        for batch in collator.get_batched(n=batch_size):
+            runner.feed(batch, self.device)
+            progress.update(len(batch))
+        progress.close()
+
+        metrics = {name: runner.finish(name) for name in sorted(specs)}
+        targets = {
+            (name, doc_id): max(0, len(d.tokens) - specs[name].positions[1] - specs[name].positions[2])
+            for d in documents
+            for name, doc_id in d.owners
+        }
+        return [
+            CorpusMeasurement(r.task_name, metrics[r.task_name], targets.get((r.task_name, r.doc_id), 0))
+            for r in requests
+        ]
+
+    def _nextlaw_batch_size(self, longest: int) -> int:
+        """The run's batch size; ``auto`` probes the largest batch of the longest document that fits."""
+        if self.batch_size != "auto":
+            return int(self.batch_size)
+        from accelerate.utils import find_executable_batch_size
+
+        layout = locate_states(self.model)
+
+        @find_executable_batch_size(starting_batch_size=self.max_batch_size)
+        def probe(batch_size: int) -> int:
+            ids = torch.ones((batch_size, longest), dtype=torch.long, device=self.device)
+            with torch.inference_mode():
+                layout.decoder(input_ids=ids)
+            return batch_size
+
+        found = probe()
+        logger.info("nextlaw: batch_size auto -> %d", found)
+        return found

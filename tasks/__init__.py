@@ -1,0 +1,1 @@
+"""nextlaw's task YAMLs and embedded corpus, installed as the package ``nextlaw_task.tasks``."""
