@@ -125,12 +125,15 @@ def _block_input(args: tuple, kwargs: dict) -> torch.Tensor:
 
 
 @contextmanager
-def streaming_states(layout: StateLayout, states: Sequence[int], sink: StateSink) -> Iterator[None]:
+def streaming_states(
+    layout: StateLayout, states: Sequence[int], sink: StateSink, last_before_norm: bool = False
+) -> Iterator[None]:
     """Within the context, every forward pass of ``layout.decoder`` calls ``sink(state, tensor)``.
 
     Only the requested states are handed over, each as the (batch, time, hidden) tensor the model
     computed. After the highest requested state the forward pass is cut short (``run_decoder``
-    catches that), so measuring the lower layers only costs only their blocks.
+    catches that), so measuring the lower layers costs only their blocks. ``last_before_norm``
+    hands over the final norm's input as state L instead of its output (see ``normalize``).
     """
     if not layout.uses_hooks:
         raise UnsupportedModelError(f"model type {layout.model_type!r}: no hooks; use run_decoder")
@@ -154,11 +157,20 @@ def streaming_states(layout: StateLayout, states: Sequence[int], sink: StateSink
         handles.append(block.register_forward_pre_hook(pre_hook(index), with_kwargs=True))
     if layout.n_layers in wanted:
 
-        def norm_hook(_module, _args, output):
-            sink(layout.n_layers, output[0] if isinstance(output, tuple) else output)
-            raise _StopForward
+        if last_before_norm:
 
-        handles.append(layout.final_norm.register_forward_hook(norm_hook))
+            def norm_pre_hook(_module, args, kwargs):
+                sink(layout.n_layers, _block_input(args, kwargs))
+                raise _StopForward
+
+            handles.append(layout.final_norm.register_forward_pre_hook(norm_pre_hook, with_kwargs=True))
+        else:
+
+            def norm_hook(_module, _args, output):
+                sink(layout.n_layers, output[0] if isinstance(output, tuple) else output)
+                raise _StopForward
+
+            handles.append(layout.final_norm.register_forward_hook(norm_hook))
     try:
         yield
     finally:
@@ -177,6 +189,7 @@ def run_decoder(
     attention_mask: torch.Tensor,
     states: Sequence[int],
     sink: StateSink,
+    last_before_norm: bool = False,
 ) -> None:
     """One forward pass of the base network that streams ``states`` into ``sink``.
 
@@ -190,7 +203,7 @@ def run_decoder(
         kwargs["use_cache"] = False
     with torch.inference_mode():
         if layout.uses_hooks:
-            with streaming_states(layout, states, sink):
+            with streaming_states(layout, states, sink, last_before_norm):
                 try:
                     decoder(**kwargs)
                 except _StopForward:
@@ -203,6 +216,10 @@ def run_decoder(
                 f"its output_hidden_states has {0 if hidden is None else len(hidden)} entries "
                 f"for {layout.n_layers} layers, so the states cannot be mapped to 0..L without "
                 "guessing. Please open an issue naming this model type."
+            )
+        if last_before_norm and layout.n_layers in states:
+            raise UnsupportedModelError(
+                f"model type {layout.model_type!r}: the final norm's input is not reachable without hooks"
             )
         for index in sorted(frozenset(states)):
             sink(index, hidden[index])

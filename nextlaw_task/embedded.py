@@ -76,6 +76,7 @@ def embedded_model_dir() -> Path:
     model.hf_quantizer = None
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{CACHE_NAME}-", dir=target.parent))
+    staging.chmod(0o755)
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)

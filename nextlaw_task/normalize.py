@@ -8,12 +8,22 @@
   its hidden dimensions, no epsilon).
 
 An affine per-dimension map does not change an OLS fit with intercept, so the unit gain and zero
-bias lose nothing. Normalization runs in float32; the statistics are then accumulated in float64.
+bias lose nothing.
+
+LayerNorm models (GPT-2, GPT-NeoX, Phi, RWKV) need care at state L: a LayerNorm output is an
+affine image of a vector that sums to zero, so state L is exactly rank-deficient, and in the
+model's float32 that null direction holds rounding noise that an OLS fit would "explain" (the
+last layer's PR then depends on the solver at 1e-4). For an ``nn.LayerNorm`` final norm we
+therefore read state L at the norm's input and apply the model's own norm (its gain, bias and
+epsilon) in float64: the same state, without the rounding. Normalization runs in float64, like the statistics: a LayerNorm output sums to
+zero over its dimensions, so the OLS problem is exactly rank-deficient, and only float64 rounding
+keeps that null direction far enough below the solver's rank tolerance to be dropped, as a
+brute-force least-squares fit drops it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -29,6 +39,19 @@ class FinalNorm:
 
     kind: Literal["rms", "layer"]
     eps: float
+    #: gain and bias of an ``nn.LayerNorm`` final norm, in float64, to recompute state L exactly
+    weight: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    bias: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    recomputes_last: bool = False
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's own final norm (an ``nn.LayerNorm``) applied in float64."""
+        y = _unit_norm(x, self)
+        if self.weight is not None:
+            y = y * self.weight.to(y.device)
+        if self.bias is not None:
+            y = y + self.bias.to(y.device)
+        return y
 
     @classmethod
     def of(cls, module: nn.Module | None, model_type: str) -> FinalNorm:
@@ -52,15 +75,29 @@ class FinalNorm:
         for attr in ("eps", "variance_epsilon", "epsilon"):
             value = getattr(module, attr, None)
             if isinstance(value, (int, float)):
+                if isinstance(module, nn.LayerNorm):
+                    params = {k: None if p is None else p.detach().double() for k, p in (("weight", module.weight), ("bias", module.bias))}
+                    return cls(kind, float(value), recomputes_last=True, **params)
                 return cls(kind, float(value))
         raise ValueError(f"model type {model_type!r}: cannot read the epsilon of {type(module).__name__}.")
 
 
+def _unit_norm(x: torch.Tensor, norm: FinalNorm) -> torch.Tensor:
+    if norm.kind == "layer":
+        x = x - x.mean(dim=-1, keepdim=True)
+    return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + norm.eps)
+
+
 def normalize_states(
-    hidden: torch.Tensor, state: int, last_state: int, how: str, norm: FinalNorm | None
+    hidden: torch.Tensor, state: int, last_state: int, how: str, norm: FinalNorm | None, before_norm: bool = False
 ) -> torch.Tensor:
-    """Return ``hidden`` (..., d) normalized per token as ``how`` says, in float32."""
-    x = hidden.float()
+    """Return ``hidden`` (..., d) normalized per token as ``how`` says, in float64.
+
+    ``before_norm``: state L was read at the final norm's input; the norm is applied here first.
+    """
+    x = hidden.double()
+    if state == last_state and before_norm:
+        x = norm.apply(x)
     if how == "none" or (how == "initialized_ln" and state == last_state):
         return x
     if how == "standardize":
@@ -71,6 +108,4 @@ def normalize_states(
         raise ValueError(f"unknown normalization {how!r}; choose one of {', '.join(NORMALIZATIONS)}")
     if norm is None:
         raise ValueError("initialized_ln needs the model's final norm (FinalNorm.of)")
-    if norm.kind == "layer":
-        x = x - x.mean(dim=-1, keepdim=True)
-    return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + norm.eps)
+    return _unit_norm(x, norm)

@@ -60,8 +60,13 @@ class CorpusRunner:
     ) -> None:
         self.layout = layout
         self.n_layers = layout.n_layers
-        needs_norm = any(s.normalize == "initialized_ln" for s in specs)
-        self.final_norm = FinalNorm.of(layout.final_norm, layout.model_type) if needs_norm else None
+        try:
+            self.final_norm: FinalNorm | None = FinalNorm.of(layout.final_norm, layout.model_type)
+        except ValueError:
+            if any(s.normalize == "initialized_ln" for s in specs):
+                raise
+            self.final_norm = None
+        self.before_norm = bool(self.final_norm and self.final_norm.recomputes_last and layout.uses_hooks)
         self.tasks: dict[str, TaskRun] = {}
         for spec in specs:
             states = spec.states(self.n_layers)
@@ -110,12 +115,12 @@ class CorpusRunner:
                 if state not in run.states:
                     continue
                 features = normalize_states(
-                    flat.index_select(0, rows), state, self.n_layers, run.spec.normalize, self.final_norm
+                    flat.index_select(0, rows), state, self.n_layers, run.spec.normalize, self.final_norm, self.before_norm
                 )
                 run.stats.partial_fit(state, features, targets, docs)
 
         wanted = sorted({s for name in plan for s in self.tasks[name].states})
-        run_decoder(self.layout, ids.to(device), mask.to(device), wanted, sink)
+        run_decoder(self.layout, ids.to(device), mask.to(device), wanted, sink, self.before_norm)
 
     def finish(self, name: str) -> dict[str, float]:
         """Reduce across ranks (if any) and turn one task's statistics into its metrics."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import filecmp
 import json
 from pathlib import Path
 
@@ -9,7 +10,24 @@ import pytest
 import torch
 import transformers as tf
 
+import nextlaw_task
+
 VOCAB = 96
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config) -> None:
+    """Refuse to test a stale install: the start-up hook imports the installed package first."""
+    installed = Path(nextlaw_task.__file__).resolve().parent
+    if installed == CHECKOUT / "nextlaw_task":
+        return
+    stale = [p.name for p in (CHECKOUT / "nextlaw_task").glob("*.py") if not filecmp.cmp(p, installed / p.name, shallow=False)
+             ] if installed.is_dir() else ["?"]
+    if stale:
+        raise pytest.UsageError(
+            f"the installed nextlaw at {installed} differs from this checkout ({', '.join(sorted(stale))}); "
+            "run `make install` (or `pip install .`) first: subprocess tests run the installed package"
+        )
 
 
 def tiny_config(arch: str):

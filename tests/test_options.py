@@ -1,0 +1,79 @@
+"""Task settings and nextlaw_* metadata: defaults, overrides, validation, unknown keys."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from nextlaw_task.options import KNOWN_KEYS, MeasurementSpec, OptionError, build_spec, parse_layers
+
+
+def test_defaults_are_the_authors_protocol():
+    spec = build_spec("nextlaw_equilearning", {"measure": "id", "target": "next", "folds": 0}, {"pretrained": "x"})
+    assert spec == MeasurementSpec(task="nextlaw_equilearning")
+    assert (spec.normalize, spec.max_tokens, spec.law_first, spec.seed, spec.data) == ("initialized_ln", 512, 1, 666, None)
+    assert spec.positions == (1, 0, 1)
+    assert spec.states(4) == (0, 1, 2, 3, 4)
+
+
+def test_metadata_overrides(tmp_path):
+    spec = build_spec(
+        "t",
+        {"measure": "onehot", "folds": 0},
+        {
+            "nextlaw_data": str(tmp_path),
+            "nextlaw_max_tokens": "64",
+            "nextlaw_layers": "every:2",
+            "nextlaw_normalize": "Standardize",
+            "nextlaw_folds": 3,
+            "nextlaw_law_first": 2,
+            "nextlaw_law_last": 5,
+            "nextlaw_seed": 7,
+        },
+    )
+    assert (spec.data, spec.max_tokens, spec.normalize, spec.folds) == (str(tmp_path), 64, "standardize", 3)
+    assert (spec.law_first, spec.law_last, spec.seed) == (2, 5, 7)
+    assert spec.states(5) == (0, 2, 4, 5)
+
+
+@pytest.mark.parametrize(
+    ("text", "layers", "expected"),
+    [("all", 3, (0, 1, 2, 3)), ("0,4,8", 8, (0, 4, 8)), ("every:4", 10, (0, 4, 8, 10)), ("-1, 0", 6, (0, 6))],
+)
+def test_parse_layers(text, layers, expected):
+    assert parse_layers(text, layers) == expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "meta", "message"),
+    [
+        ({"measure": "cosine"}, {}, "measure 'cosine' is not one of"),
+        ({"target": "later"}, {}, "target 'later' is not one of"),
+        ({"colour": 1}, {}, "unknown dataset_kwargs"),
+        ({}, {"nextlaw_max_tokens": "many"}, "nextlaw_max_tokens='many': expected an integer"),
+        ({}, {"nextlaw_max_tokens": 2}, "at least 3 tokens"),
+        ({}, {"nextlaw_layers": "every:0"}, "must be >= 1"),
+        ({}, {"nextlaw_layers": "1,x"}, "expected an integer"),
+        ({}, {"nextlaw_normalize": "whiten"}, "choose one of initialized_ln, none, standardize"),
+        ({}, {"nextlaw_folds": 1}, "use 0 (in-sample) or K >= 2"),
+        ({"measure": "separation_fuzziness"}, {"nextlaw_folds": 5}, "held-out folds are defined for the id and onehot"),
+    ],
+)
+def test_bad_options_say_what_is_wrong(kwargs, meta, message):
+    with pytest.raises(OptionError) as info:
+        build_spec("t", kwargs, meta)
+    assert message in str(info.value)
+
+
+def test_layer_outside_the_model_names_the_range():
+    with pytest.raises(OptionError, match=r"state 9 is outside 0..4 \(this model has 4 layers"):
+        parse_layers("0,9", 4)
+
+
+def test_unknown_nextlaw_keys_warn_with_the_known_ones(caplog):
+    with caplog.at_level(logging.WARNING):
+        build_spec("t", {}, {"nextlaw_layer": "all", "pretrained": "gpt2", "dtype": "float32"})
+    (record,) = [r for r in caplog.records if "unknown nextlaw metadata" in r.message]
+    assert "nextlaw_layer" in record.message and all(k in record.message for k in KNOWN_KEYS)
+    assert "pretrained" not in record.message.split("known keys")[0]

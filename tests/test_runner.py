@@ -1,0 +1,80 @@
+"""The streaming pass equals brute force on output_hidden_states, for every target and batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import VOCAB
+from nextlaw_task.capture import locate_states
+from nextlaw_task.options import MeasurementSpec
+from nextlaw_task.runner import CorpusRunner, Document, metric_name
+from reference import hidden_state_samples, ols_pr
+
+
+def random_documents(n_docs: int, seed: int = 0) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, VOCAB, rng.integers(1, 40)).tolist() for _ in range(n_docs)]
+
+
+def run(model, specs, token_lists, batch_size):
+    runner = CorpusRunner(locate_states(model), specs, VOCAB)
+    documents = [Document(tuple(t), tuple((s.task, i) for s in specs)) for i, t in enumerate(token_lists)]
+    for start in range(0, len(documents), batch_size):
+        runner.feed(documents[start : start + batch_size], "cpu")
+    return {s.task: runner.finish(s.task) for s in specs}
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma3"])
+@pytest.mark.parametrize("target", ["next", "previous", "current", "next_next"])
+def test_pr_equals_brute_force(tiny_models, arch, target):
+    model = tiny_models[arch]
+    docs = random_documents(40)
+    spec = MeasurementSpec(task="t", target=target)
+    metrics = run(model, [spec], docs, batch_size=7)["t"]
+    features, targets = hidden_state_samples(model, docs, target)
+    assert metrics["n_tokens"] == len(targets) > 3 * 32
+    assert metrics["n_docs"] == len(docs) and metrics["hidden_size"] == 32
+    for state, x in features.items():
+        # GPT-2's last state is a float32 LayerNorm output (see reference.ols_pr)
+        rcond = 1e-6 if arch == "gpt2" and state == 3 else None
+        assert metrics[metric_name(state, 3)] == pytest.approx(ols_pr(x, targets, rcond), rel=1e-6)
+    assert np.isfinite(metrics["law_slope"])
+
+
+def test_batching_and_padding_do_not_change_the_result(tiny_models):
+    model = tiny_models["llama"]
+    docs = random_documents(30, seed=3)
+    spec = MeasurementSpec(task="t")
+    one = run(model, [spec], docs, batch_size=1)["t"]
+    many = run(model, [spec], docs, batch_size=16)["t"]
+    for key, value in one.items():
+        assert many[key] == pytest.approx(value, rel=1e-6, abs=1e-12), key
+
+
+def test_tasks_sharing_a_pass_are_independent(tiny_models):
+    model = tiny_models["llama"]
+    docs = random_documents(30, seed=4)
+    specs = [MeasurementSpec(task="a"), MeasurementSpec(task="b", target="previous", layers="0,2")]
+    both = run(model, specs, docs, batch_size=5)
+    alone = run(model, [specs[1]], docs, batch_size=5)["b"]
+    assert set(k for k in both["b"] if k.startswith("pr_layer")) == {"pr_layer_00", "pr_layer_02"}
+    assert both["b"] == pytest.approx(alone, nan_ok=True)
+    assert both["a"]["pr_layer_01"] != both["b"]["pr_layer_00"]
+
+
+def test_short_documents_contribute_nothing(tiny_models):
+    model = tiny_models["llama"]
+    docs = random_documents(30, seed=5) + [[5], [7]]
+    spec = MeasurementSpec(task="t", target="next_next")
+    metrics = run(model, [spec], docs, batch_size=8)["t"]
+    features, targets = hidden_state_samples(model, docs, "next_next")
+    assert metrics["n_tokens"] == len(targets)
+    assert metrics["pr_layer_01"] == pytest.approx(ols_pr(features[1], targets), rel=1e-6)
+
+
+def test_metric_names_are_zero_padded():
+    assert metric_name(3, 30) == "pr_layer_03"
+    assert metric_name(7, 120) == "pr_layer_007"
+    assert metric_name(1, 4, "pr_fold_std_layer") == "pr_fold_std_layer_01"
