@@ -134,8 +134,14 @@ class CorpusRunner:
         if result.fold_std is not None:
             for state in run.states:
                 metrics[metric_name(state, self.n_layers, "pr_fold_std_layer")] = float(result.fold_std.get(state, math.nan))
+        if result.ill_posed:
+            logger.warning(
+                "%s: %d of %d states are ill-posed and left out of the law (%s)",
+                name, len(result.ill_posed), len(run.states), next(iter(result.ill_posed.values())),
+            )
+        usable = {s: v for s, v in result.values.items() if s not in result.ill_posed}
         last = self.n_layers if run.spec.law_last < 0 else run.spec.law_last
-        fit = fit_law(result.values, first=run.spec.law_first, last=last)
+        fit = fit_law(usable, first=run.spec.law_first, last=last)
         if not fit.ok:
             logger.warning("%s: the law was not fitted: %s", name, fit.reason)
         metrics.update(fit.as_metrics())
@@ -143,6 +149,7 @@ class CorpusRunner:
             n_tokens=float(result.n_tokens),
             n_docs=float(counts["docs"]),
             n_docs_truncated=float(counts["truncated"]),
+            ill_posed_states=float(len(result.ill_posed)),
             hidden_size=float(result.hidden_size),
         )
         return metrics

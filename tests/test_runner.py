@@ -78,3 +78,13 @@ def test_metric_names_are_zero_padded():
     assert metric_name(3, 30) == "pr_layer_03"
     assert metric_name(7, 120) == "pr_layer_007"
     assert metric_name(1, 4, "pr_fold_std_layer") == "pr_fold_std_layer_01"
+
+
+def test_too_few_tokens_warns_with_both_numbers_and_flags(tiny_models, caplog):
+    docs = random_documents(3, seed=6)  # far fewer samples than hidden size 32 + 1
+    metrics = run(tiny_models["llama"], [MeasurementSpec(task="t")], docs, batch_size=4)["t"]
+    n = int(metrics["n_tokens"])
+    assert n <= 32
+    assert f"{n} samples <= hidden size 32" in caplog.text
+    assert metrics["ill_posed_states"] == 4.0
+    assert np.isnan(metrics["law_slope"]) and "not enough layers" in caplog.text
