@@ -91,9 +91,12 @@ class NextlawLM(HFLM):
         layout = locate_states(self.model)
         runner = CorpusRunner(layout, sorted(specs.values(), key=lambda s: s.task), len(self.tokenizer), self.device)
         n_tokens = sum(len(d.tokens) for d in documents)
+        hidden_size = int(self.model.config.get_text_config().hidden_size)
         logger.info(
-            "nextlaw: %d documents, %d tokens, states %s of %d layers, tasks %s",
+            "nextlaw: %d documents, %d tokens, states %s of %d layers, tasks %s in %d accumulator group(s) "
+            "needing %.1f MiB of float64 statistics (plus per-class sums for one-hot measures)",
             len(documents), n_tokens, list(runner.states), layout.n_layers, ", ".join(sorted(specs)),
+            len(runner.groups), runner.memory_bytes(hidden_size) / 2**20,
         )
         collator = Collator(documents, sort_fn=lambda d: (-len(d.tokens), d.tokens))
         batch_size = self._nextlaw_batch_size(max(len(d.tokens) for d in documents))

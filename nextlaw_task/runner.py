@@ -34,18 +34,28 @@ class Document:
 
 
 @dataclass
-class TaskRun:
-    """The running statistics and counters of one task."""
+class Group:
+    """Tasks that sample the same positions of the same documents the same way share statistics.
 
-    spec: MeasurementSpec
+    They differ only in the measure computed at the end (id, shuffled id, one-hot, fuzziness), so
+    one accumulator with all their measures serves them, and each batch is accumulated once.
+    """
+
+    spec: MeasurementSpec  # the first member's spec: target, normalization, states, folds, seed
     states: tuple[int, ...]
     stats: ResidualStatistics
+    members: tuple[str, ...]
     counts: dict[str, int] = field(default_factory=lambda: {"docs": 0, "truncated": 0, "too_short": 0})
+    results: dict | None = None
 
 
 def metric_name(state: int, n_layers: int, prefix: str = "pr_layer") -> str:
     """``pr_layer_07``: zero-padded to 2 digits, 3 when the model has 100 or more layers."""
     return f"{prefix}_{state:0{max(2, len(str(n_layers)))}d}"
+
+
+def _sharing_key(spec: MeasurementSpec) -> tuple:
+    return (spec.target, spec.normalize, spec.layers, spec.folds, spec.seed, spec.data, spec.max_tokens)
 
 
 class CorpusRunner:
@@ -67,17 +77,33 @@ class CorpusRunner:
                 raise
             self.final_norm = None
         self.before_norm = bool(self.final_norm and self.final_norm.recomputes_last and layout.uses_hooks)
-        self.tasks: dict[str, TaskRun] = {}
+        self.specs = {spec.task: spec for spec in specs}
+        members: dict[tuple, list[MeasurementSpec]] = {}
         for spec in specs:
-            states = spec.states(self.n_layers)
+            members.setdefault(_sharing_key(spec), []).append(spec)
+        self.groups: list[Group] = []
+        self.group_of: dict[str, Group] = {}
+        for shared in members.values():
+            first = shared[0]
+            states = first.states(self.n_layers)
+            measures = tuple(dict.fromkeys(s.measure for s in shared))
             stats = ResidualStatistics(
-                states, measures=(spec.measure,), n_folds=spec.folds, vocab_size=vocab_size, seed=spec.seed, device=device
+                states, measures=measures, n_folds=first.folds, vocab_size=vocab_size, seed=first.seed, device=device
             )
-            self.tasks[spec.task] = TaskRun(spec, states, stats)
-        self.states = tuple(sorted({s for run in self.tasks.values() for s in run.states}))
+            group = Group(first, states, stats, tuple(s.task for s in shared))
+            self.groups.append(group)
+            self.group_of.update({s.task: group for s in shared})
+        self.states = tuple(sorted({s for group in self.groups for s in group.states}))
+
+    def memory_bytes(self, hidden_size: int, n_classes: int = 0) -> int:
+        """Accumulator memory of every group, for the pre-run log line."""
+        return sum(
+            ResidualStatistics.memory_bytes(len(g.states), hidden_size, g.stats.measures, g.spec.folds, n_classes)
+            for g in self.groups
+        )
 
     def feed(self, batch: Sequence[Document], device: torch.device | str) -> None:
-        """One forward pass over ``batch`` (any order), updating every owning task."""
+        """One forward pass over ``batch`` (any order), updating every owning task's group."""
         lengths = [len(doc.tokens) for doc in batch]
         width = max(lengths)
         ids = torch.zeros((len(batch), width), dtype=torch.long)
@@ -85,70 +111,77 @@ class CorpusRunner:
             ids[i, : lengths[i]] = torch.tensor(doc.tokens, dtype=torch.long)
         mask = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).long()
 
-        # Rows of the flattened (batch * time) states that each task samples, with targets and docs.
-        plan: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        for name, run in self.tasks.items():
-            offset, first, drop = run.spec.positions
+        # Rows of the flattened (batch * time) states that each group samples, with targets and docs.
+        plan: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        for index, group in enumerate(self.groups):
+            offset, first, drop = group.spec.positions
             rows, targets, docs = [], [], []
             for i, doc in enumerate(batch):
-                for owner, doc_id in doc.owners:
-                    if owner != name:
-                        continue
-                    run.counts["docs"] += 1
-                    run.counts["truncated"] += doc.truncated
-                    positions = range(first, lengths[i] - drop)
-                    if not positions:
-                        run.counts["too_short"] += 1
-                        continue
-                    rows.append(torch.arange(positions.start, positions.stop) + i * width)
-                    targets.append(ids[i, positions.start + offset : positions.stop + offset])
-                    docs.append(torch.full((len(positions),), doc_id, dtype=torch.long))
+                owned = {doc_id for owner, doc_id in doc.owners if owner in group.members}
+                if not owned:
+                    continue
+                if len(owned) != 1 or sum(owner in group.members for owner, _ in doc.owners) != len(group.members):
+                    raise RuntimeError(
+                        f"tasks {', '.join(group.members)} measure the same corpus but were given different "
+                        "documents; run them in separate lm_eval calls"
+                    )
+                group.counts["docs"] += 1
+                group.counts["truncated"] += doc.truncated
+                positions = range(first, lengths[i] - drop)
+                if not positions:
+                    group.counts["too_short"] += 1
+                    continue
+                rows.append(torch.arange(positions.start, positions.stop) + i * width)
+                targets.append(ids[i, positions.start + offset : positions.stop + offset])
+                docs.append(torch.full((len(positions),), owned.pop(), dtype=torch.long))
             if rows:
-                plan[name] = (torch.cat(rows).to(device), torch.cat(targets).to(device), torch.cat(docs).to(device))
+                plan[index] = (torch.cat(rows).to(device), torch.cat(targets).to(device), torch.cat(docs).to(device))
         if not plan:
             return
 
         def sink(state: int, hidden: torch.Tensor) -> None:
             flat = hidden.reshape(-1, hidden.shape[-1])
-            for name, (rows, targets, docs) in plan.items():
-                run = self.tasks[name]
-                if state not in run.states:
+            for index, (rows, targets, docs) in plan.items():
+                group = self.groups[index]
+                if state not in group.states:
                     continue
                 features = normalize_states(
-                    flat.index_select(0, rows), state, self.n_layers, run.spec.normalize, self.final_norm, self.before_norm
+                    flat.index_select(0, rows), state, self.n_layers, group.spec.normalize, self.final_norm, self.before_norm
                 )
-                run.stats.partial_fit(state, features, targets, docs)
+                group.stats.partial_fit(state, features, targets, docs)
 
-        wanted = sorted({s for name in plan for s in self.tasks[name].states})
+        wanted = sorted({s for index in plan for s in self.groups[index].states})
         run_decoder(self.layout, ids.to(device), mask.to(device), wanted, sink, self.before_norm)
 
     def finish(self, name: str) -> dict[str, float]:
-        """Reduce across ranks (if any) and turn one task's statistics into its metrics."""
-        run = self.tasks[name]
-        run.stats.all_reduce()
-        counts = _all_reduce_counts(run.counts)
-        result = run.stats.compute()[run.spec.measure]
+        """Reduce across ranks (once per group) and turn one task's statistics into its metrics."""
+        group, spec = self.group_of[name], self.specs[name]
+        if group.results is None:
+            group.stats.all_reduce()
+            group.counts = _all_reduce_counts(group.counts)
+            group.results = group.stats.compute()
+        result = group.results[spec.measure]
         metrics: dict[str, float] = {}
-        for state in run.states:
+        for state in group.states:
             metrics[metric_name(state, self.n_layers)] = float(result.values.get(state, math.nan))
         if result.fold_std is not None:
-            for state in run.states:
+            for state in group.states:
                 metrics[metric_name(state, self.n_layers, "pr_fold_std_layer")] = float(result.fold_std.get(state, math.nan))
         if result.ill_posed:
             logger.warning(
                 "%s: %d of %d states are ill-posed and left out of the law (%s)",
-                name, len(result.ill_posed), len(run.states), next(iter(result.ill_posed.values())),
+                name, len(result.ill_posed), len(group.states), next(iter(result.ill_posed.values())),
             )
         usable = {s: v for s, v in result.values.items() if s not in result.ill_posed}
-        last = self.n_layers if run.spec.law_last < 0 else run.spec.law_last
-        fit = fit_law(usable, first=run.spec.law_first, last=last)
+        last = self.n_layers if spec.law_last < 0 else spec.law_last
+        fit = fit_law(usable, first=spec.law_first, last=last)
         if not fit.ok:
             logger.warning("%s: the law was not fitted: %s", name, fit.reason)
         metrics.update(fit.as_metrics())
         metrics.update(
             n_tokens=float(result.n_tokens),
-            n_docs=float(counts["docs"]),
-            n_docs_truncated=float(counts["truncated"]),
+            n_docs=float(group.counts["docs"]),
+            n_docs_truncated=float(group.counts["truncated"]),
             ill_posed_states=float(len(result.ill_posed)),
             hidden_size=float(result.hidden_size),
         )

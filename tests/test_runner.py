@@ -88,3 +88,20 @@ def test_too_few_tokens_warns_with_both_numbers_and_flags(tiny_models, caplog):
     assert f"{n} samples <= hidden size 32" in caplog.text
     assert metrics["ill_posed_states"] == 4.0
     assert np.isnan(metrics["law_slope"]) and "not enough layers" in caplog.text
+
+
+def test_measures_over_the_same_samples_share_one_accumulator(tiny_models):
+    model = tiny_models["llama"]
+    docs = random_documents(40, seed=7)
+    specs = [
+        MeasurementSpec(task="id"),
+        MeasurementSpec(task="onehot", measure="onehot"),
+        MeasurementSpec(task="shuffled", measure="shuffled_id"),
+        MeasurementSpec(task="previous", target="previous"),
+    ]
+    runner = CorpusRunner(locate_states(model), specs, VOCAB)
+    assert [g.members for g in runner.groups] == [("id", "onehot", "shuffled"), ("previous",)]
+    together = run(model, specs, docs, batch_size=8)
+    for spec in specs:
+        alone = run(model, [spec], docs, batch_size=8)[spec.task]
+        assert together[spec.task] == pytest.approx(alone, rel=1e-12, nan_ok=True), spec.task
