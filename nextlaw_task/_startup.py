@@ -11,24 +11,25 @@ swallowed: a start-up hook must never break the interpreter.
 
 from __future__ import annotations
 
-import functools
-import importlib.util
+import os
 import sys
-from collections.abc import Callable
-from importlib.abc import MetaPathFinder
-from pathlib import Path
-from types import ModuleType
+import types
+
+# At start-up this imports only modules that ``python -c pass`` has loaded anyway (and types);
+# importlib.util, with what it pulls in, is imported later, inside the finder.
 
 
-def tasks_dir() -> Path:
+def tasks_dir() -> str:
     """The folder of nextlaw's task YAMLs: the installed package, or ``tasks/`` in a checkout."""
+    import importlib.util
+
     spec = importlib.util.find_spec("nextlaw_task.tasks")
     if spec is not None and spec.submodule_search_locations:
-        return Path(next(iter(spec.submodule_search_locations)))
-    return Path(__file__).resolve().parent.parent / "tasks"
+        return next(iter(spec.submodule_search_locations))
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tasks")
 
 
-def register_model(module: ModuleType) -> None:
+def register_model(module: types.ModuleType) -> None:
     """Register ``nextlaw`` in lm-eval's model registry, lazily."""
     from lm_eval.api.registry import model_registry
 
@@ -36,41 +37,48 @@ def register_model(module: ModuleType) -> None:
         model_registry.register("nextlaw", target="nextlaw_task.model:NextlawLM")
 
 
-def include_tasks(module: ModuleType) -> None:
+def include_tasks(module: types.ModuleType) -> None:
     """Make every TaskManager scan nextlaw's task folder too."""
     manager = module.TaskManager
     original = manager.__init__
     if getattr(original, "_nextlaw", False):
         return
 
-    @functools.wraps(original)
     def __init__(self, *args, include_path=None, **kwargs):
-        ours = str(tasks_dir())
+        ours = tasks_dir()
         paths = [] if include_path is None else list(include_path) if isinstance(include_path, (list, tuple)) else [include_path]
         if ours not in {str(p) for p in paths}:
             paths.insert(0, ours)
         original(self, *args, include_path=paths, **kwargs)
 
+    __init__.__doc__ = original.__doc__
     __init__._nextlaw = True
     manager.__init__ = __init__
 
 
-class AfterImport(MetaPathFinder):
-    """Runs an action right after a named module has been executed."""
+class AfterImport:
+    """A ``sys.meta_path`` finder that runs an action right after a named module has executed.
 
-    def __init__(self, actions: dict[str, Callable[[ModuleType], None]]) -> None:
+    (Duck-typed rather than an ``importlib.abc.MetaPathFinder`` subclass: importing
+    ``importlib.abc`` alone would cost the start-up more than everything else here.)
+    """
+
+    def __init__(self, actions: dict) -> None:
+        """``actions`` maps a module name to a callable that takes the executed module."""
         self.actions = dict(actions)
 
     def find_spec(self, fullname, path, target=None):
         action = self.actions.pop(fullname, None)
         if action is None:
             return None
+        import importlib.util
+
         spec = importlib.util.find_spec(fullname)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
         execute = spec.loader.exec_module
 
-        def exec_module(module: ModuleType) -> None:
+        def exec_module(module: types.ModuleType) -> None:
             execute(module)
             try:
                 action(module)
