@@ -80,9 +80,11 @@ class NextlawLM(HFLM):
             if known != request.spec:
                 raise ValueError(f"task {request.task_name}: requests disagree on the measurement spec")
 
+        # Documents longer than the model's context are cut there too (a GPT-2 has 1024 positions).
         owners: dict[tuple[str, int], list[tuple[str, int]]] = defaultdict(list)
         for request in unique:
-            owners[(request.text, request.spec.max_tokens)].append((request.task_name, request.doc_id))
+            limit = min(request.spec.max_tokens, self.max_length)
+            owners[(request.text, limit)].append((request.task_name, request.doc_id))
         documents = []
         for (text, max_tokens), owned in owners.items():
             tokens = self.tokenizer(text, add_special_tokens=True)["input_ids"]

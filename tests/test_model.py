@@ -75,3 +75,21 @@ def test_other_rolling_requests_go_to_hf(lm, tmp_path):
 def test_unknown_model_names_the_fix(tmp_path):
     with pytest.raises(ModelLoadError, match="pretrained=smollm2"):
         NextlawLM(pretrained=str(tmp_path / "no-such-model"))
+
+
+def test_documents_are_cut_to_the_model_context(tmp_path):
+    import json
+
+    from conftest import save_tiny_model
+    from nextlaw_task.corpus import embedded_corpus_path, read_documents
+
+    gpt2 = NextlawLM(pretrained=str(save_tiny_model(tmp_path / "gpt2", "gpt2")), batch_size=4)
+    assert gpt2.max_length == 128
+    sentences = read_documents(embedded_corpus_path())
+    corpus = tmp_path / "long.jsonl"
+    corpus.write_text("".join(json.dumps({"text": " ".join(sentences[i : i + 8])}) + "\n" for i in range(0, 48, 8)))
+    _, requests = requests_of(["nextlaw_equilearning"], limit=6, metadata={"nextlaw_data": str(corpus)})
+    answers, _ = count_passes(gpt2, requests)
+    metrics = answers[0].metrics
+    assert metrics["n_docs_truncated"] == 6.0
+    assert metrics["n_tokens"] == 6 * 127  # 128 positions each, the last one has no next token
