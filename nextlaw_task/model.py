@@ -9,6 +9,7 @@ exactly as under ``--model hf``. ``pretrained`` defaults to the embedded SmolLM2
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -31,10 +32,21 @@ class ModelLoadError(RuntimeError):
     """The model named by ``pretrained`` cannot be loaded; the message names the fix."""
 
 
+def follow_harness_logging() -> None:
+    """Show nextlaw's log lines the way lm-eval shows its own (its handler, its ``--verbosity``)."""
+    ours, harness = logging.getLogger("nextlaw_task"), logging.getLogger("lm_eval")
+    for handler in harness.handlers:
+        if handler not in ours.handlers:
+            ours.addHandler(handler)
+    if harness.handlers:
+        ours.setLevel(harness.getEffectiveLevel())
+
+
 class NextlawLM(HFLM):
     """HFLM that also measures the prediction residual of every layer for nextlaw tasks."""
 
     def __init__(self, pretrained: Any = "smollm2", **kwargs: Any) -> None:
+        follow_harness_logging()
         if is_embedded(pretrained):
             pretrained = str(embedded_model_dir())
         if kwargs.get("device") in (None, "cuda") and not torch.cuda.is_available():
@@ -103,12 +115,17 @@ class NextlawLM(HFLM):
         collator = Collator(documents, sort_fn=lambda d: (-len(d.tokens), d.tokens))
         batch_size = self._nextlaw_batch_size(max(len(d.tokens) for d in documents))
         progress = tqdm(total=len(documents), desc="nextlaw hidden states", disable=disable_tqdm or self.rank != 0)
+        start = time.perf_counter()
         for batch in collator.get_batched(n=batch_size):
             runner.feed(batch, self.device)
             progress.update(len(batch))
         progress.close()
-
         metrics = {name: runner.finish(name) for name in sorted(specs)}
+        seconds = time.perf_counter() - start
+        logger.info(
+            "nextlaw: measured %d documents, %d tokens in %.2f s (%.0f tokens/s, batch size %d)",
+            len(documents), n_tokens, seconds, n_tokens / max(seconds, 1e-9), batch_size,
+        )
         targets = {
             (name, doc_id): max(0, len(d.tokens) - specs[name].positions[1] - specs[name].positions[2])
             for d in documents
