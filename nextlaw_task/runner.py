@@ -139,15 +139,34 @@ class CorpusRunner:
         if not plan:
             return
 
+        # Groups with the same normalization share one normalized copy of the rows any of them
+        # samples; each then takes its own rows from it (or all of it, when they coincide).
+        shared: dict[str, torch.Tensor] = {}
+        for index in plan:
+            how = self.groups[index].spec.normalize
+            shared[how] = plan[index][0] if how not in shared else torch.cat([shared[how], plan[index][0]])
+        shared = {how: torch.unique(rows) for how, rows in shared.items()}
+        picks = {
+            index: None
+            if torch.equal(rows, shared[self.groups[index].spec.normalize])
+            else torch.searchsorted(shared[self.groups[index].spec.normalize], rows)
+            for index, (rows, _, _) in plan.items()
+        }
+
         def sink(state: int, hidden: torch.Tensor) -> None:
             flat = hidden.reshape(-1, hidden.shape[-1])
-            for index, (rows, targets, docs) in plan.items():
+            normalized: dict[str, torch.Tensor] = {}
+            for index, (_, targets, docs) in plan.items():
                 group = self.groups[index]
                 if state not in group.states:
                     continue
-                features = normalize_states(
-                    flat.index_select(0, rows), state, self.n_layers, group.spec.normalize, self.final_norm, self.before_norm
-                )
+                how = group.spec.normalize
+                if how not in normalized:
+                    normalized[how] = normalize_states(
+                        flat.index_select(0, shared[how]), state, self.n_layers, how, self.final_norm, self.before_norm
+                    )
+                pick = picks[index]
+                features = normalized[how] if pick is None else normalized[how].index_select(0, pick)
                 group.stats.partial_fit(state, features, targets, docs)
 
         wanted = sorted({s for index in plan for s in self.groups[index].states})
