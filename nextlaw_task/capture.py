@@ -100,6 +100,12 @@ def locate_states(model: nn.Module) -> StateLayout:
             f"model type {model_type!r}: its config has no num_hidden_layers, so its hidden "
             "states cannot be numbered; nextlaw supports decoder-only language models."
         )
+    if getattr(config, "is_encoder_decoder", False):
+        raise UnsupportedModelError(
+            f"model type {model_type!r} is an encoder-decoder model; nextlaw measures decoder-only "
+            "language models (a decoder without its encoder is not one): measure a causal LM, or run "
+            "this model's standard tasks with --model hf"
+        )
     for decoder in _decoder_candidates(model):
         blocks = next(
             (

@@ -66,6 +66,11 @@ class NextlawLM(HFLM):
                 f"loading pretrained={pretrained!r} needs a package that is missing: {error}. "
                 "GGUF files need `pip install gguf accelerate`."
             ) from error
+        accelerator = getattr(self, "accelerator", None)
+        if accelerator is not None and accelerator.num_processes > 1:
+            # HFLM splits the documents only over GPUs, and numbers ranks within a node: split them over
+            # every process (CPUs with gloo too), numbered over all nodes, so each is measured exactly once.
+            self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
 
     def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[Any]:
         """Measure nextlaw requests; hand every other rolling request to HFLM."""
@@ -103,7 +108,10 @@ class NextlawLM(HFLM):
             documents.append(Document(tuple(tokens[:max_tokens]), tuple(owned), len(tokens) > max_tokens))
 
         layout = locate_states(self.model)
-        runner = CorpusRunner(layout, sorted(specs.values(), key=lambda s: s.task), len(self.tokenizer), self.device)
+        runner = CorpusRunner(
+            layout, sorted(specs.values(), key=lambda s: s.task), len(self.tokenizer), self.device,
+            data_parallel=self.world_size > 1,
+        )
         n_tokens = sum(len(d.tokens) for d in documents)
         hidden_size = int(self.model.config.get_text_config().hidden_size)
         logger.info(

@@ -15,13 +15,14 @@ nextlaw_normalize       ``initialized_ln``, ``none`` or ``standardize``         
 nextlaw_folds           K-fold held-out PR (0 = in-sample, the authors' number)     task's YAML
 nextlaw_law_first       first state of the law's fit                                1
 nextlaw_law_last        last state of the law's fit (``-1`` = L)                    -1
-nextlaw_seed            seed of the vocabulary permutation (shuffled_id)            666
+nextlaw_seed            seed of the shuffled_id permutation, 0 .. 2**64 - 1        666
 ======================  ==========================================================  ============
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -120,6 +121,19 @@ def _as_int(key: str, value: Any) -> int:
         raise OptionError(f"{key}={value!r}: expected an integer") from None
 
 
+def _as_path(key: str, value: Any) -> str:
+    """A non-empty path (``~`` expanded); an empty one would silently read the current folder."""
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise OptionError(
+            f"{key}={value!r}: expected the path of a corpus (a .jsonl file, a .txt file or a folder of "
+            ".txt files); leave the key out for the embedded corpus"
+        )
+    try:
+        return str(Path(value).expanduser())
+    except (RuntimeError, ValueError) as error:  # an unknown ~user, a NUL character
+        raise OptionError(f"{key}={value!r}: not a usable path ({error}); pass an absolute path") from None
+
+
 def build_spec(task: str, task_kwargs: Mapping[str, Any] | None, metadata: Mapping[str, Any] | None) -> MeasurementSpec:
     """Combine a task's YAML settings with the run's ``nextlaw_*`` metadata, validating both."""
     task_kwargs = dict(task_kwargs or {})
@@ -144,7 +158,7 @@ def build_spec(task: str, task_kwargs: Mapping[str, Any] | None, metadata: Mappi
         )
     updates: dict[str, Any] = {}
     if "nextlaw_data" in meta:
-        updates["data"] = str(Path(str(meta["nextlaw_data"])).expanduser())
+        updates["data"] = _as_path("nextlaw_data", meta["nextlaw_data"])
     if "nextlaw_max_tokens" in meta:
         updates["max_tokens"] = _as_int("nextlaw_max_tokens", meta["nextlaw_max_tokens"])
         if updates["max_tokens"] < 3:
@@ -163,6 +177,8 @@ def build_spec(task: str, task_kwargs: Mapping[str, Any] | None, metadata: Mappi
     for key in ("law_first", "law_last", "seed"):
         if f"nextlaw_{key}" in meta:
             updates[key] = _as_int(f"nextlaw_{key}", meta[f"nextlaw_{key}"])
+    if not 0 <= updates.get("seed", 0) < 2**64:
+        raise OptionError(f"nextlaw_seed={updates['seed']}: the seed must be an integer from 0 to 2**64 - 1")
     spec = replace(spec, **updates)
     if spec.folds == 1 or spec.folds < 0:
         raise OptionError(f"task {task}: folds={spec.folds}; use 0 (in-sample) or K >= 2 folds")

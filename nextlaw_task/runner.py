@@ -67,8 +67,10 @@ class CorpusRunner:
         specs: Sequence[MeasurementSpec],
         vocab_size: int,
         device: torch.device | str | None = None,
+        data_parallel: bool = False,
     ) -> None:
         self.layout = layout
+        self.data_parallel = data_parallel
         self.n_layers = layout.n_layers
         try:
             self.final_norm: FinalNorm | None = FinalNorm.of(layout.final_norm, layout.model_type)
@@ -167,7 +169,16 @@ class CorpusRunner:
                     )
                 pick = picks[index]
                 features = normalized[how] if pick is None else normalized[how].index_select(0, pick)
-                group.stats.partial_fit(state, features, targets, docs)
+                try:
+                    group.stats.partial_fit(state, features, targets, docs)
+                except ValueError:
+                    if bool(torch.isfinite(features).all()):
+                        raise
+                    raise ValueError(
+                        f"{', '.join(group.members)}: state {state} holds NaN or infinite values: the model, "
+                        f"computing in {hidden.dtype}, overflowed; run it in a wider dtype: "
+                        "--model_args dtype=bfloat16 (or dtype=float32)"
+                    ) from None
 
         wanted = sorted({s for index in plan for s in self.groups[index].states})
         run_decoder(self.layout, ids.to(device), mask.to(device), wanted, sink, self.before_norm)
@@ -176,10 +187,19 @@ class CorpusRunner:
         """Reduce across ranks (once per group) and turn one task's statistics into its metrics."""
         group, spec = self.group_of[name], self.specs[name]
         if group.results is None:
-            group.stats.all_reduce()
-            group.counts = _all_reduce_counts(group.counts)
+            if self.data_parallel:  # only when the harness split the documents over the ranks
+                with torch.inference_mode():  # the statistics are inference tensors, made in the forward pass
+                    group.stats.all_reduce()
+                group.counts = _all_reduce_counts(group.counts)
             group.results = group.stats.compute()
         result = group.results[spec.measure]
+        if spec.folds and result.ill_posed:
+            raise ValueError(
+                f"{name}: held-out PR is not a result for {len(result.ill_posed)} of {len(group.states)} states "
+                f"({next(iter(result.ill_posed.values()))}). Every training fold needs more samples than "
+                "hidden size + 1: measure more tokens (a larger --limit or nextlaw_data corpus), or use "
+                "nextlaw_equilearning for in-sample PR"
+            )
         metrics: dict[str, float] = {}
         for state in group.states:
             metrics[metric_name(state, self.n_layers)] = float(result.values.get(state, math.nan))

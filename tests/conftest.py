@@ -96,3 +96,41 @@ def save_tiny_model(path: Path, arch: str = "llama", seed: int = 0) -> Path:
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny Llama with a 512-token BPE tokenizer, saved once per session."""
     return save_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+# --- reliability runs through the real command (test_reliability.py, test_distributed.py) ---------
+
+MIXED_MAX_TOKENS = 64
+MIXED_TASKS = ("nextlaw_equilearning", "nextlaw_onehot", "nextlaw_flow_previous")
+
+
+@pytest.fixture(scope="session")
+def mixed_corpus(tmp_path_factory) -> Path:
+    """25 documents with text, 2 of them longer than MIXED_MAX_TOKENS, among 3 empty or blank ones."""
+    from nextlaw_task.corpus import embedded_corpus_path, read_documents
+
+    sentences = read_documents(embedded_corpus_path())
+    texts = sentences[:23] + [" ".join(sentences[100:130]), " ".join(sentences[130:160])]
+    for position, blank in ((3, ""), (10, "   "), (20, "\n\t ")):
+        texts.insert(position, blank)
+    path = tmp_path_factory.mktemp("mixed-corpus") / "mixed.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    return path
+
+
+def mixed_run_args(model_dir: Path, corpus: Path) -> list[str]:
+    """``lm_eval`` arguments of the runs over the mixed corpus (three tasks, an unknown nextlaw key)."""
+    metadata = {"nextlaw_data": str(corpus), "nextlaw_max_tokens": MIXED_MAX_TOKENS, "nextlaw_colour": "red"}
+    return ["--model", "nextlaw", "--model_args", f"pretrained={model_dir}", "--tasks", ",".join(MIXED_TASKS),
+            "--metadata", json.dumps(metadata)]
+
+
+@pytest.fixture(scope="session")
+def batch1_run(tiny_model_dir, mixed_corpus, tmp_path_factory):
+    """One process, batch size 1 (no padding): the reference run of batch invariance and data parallelism."""
+    from lm_eval_cli import lm_eval, results_of
+
+    folder = tmp_path_factory.mktemp("batch1")
+    done = lm_eval(*mixed_run_args(tiny_model_dir, mixed_corpus), "--batch_size", "1",
+                   "--output_path", str(folder / "out"), cwd=folder)
+    return done, results_of(folder / "out")

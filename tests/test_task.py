@@ -82,9 +82,9 @@ def test_process_results_passes_corpus_metrics_through():
     task = load(["nextlaw_equilearning"])["tasks"]["nextlaw_equilearning"]
     metrics = {"pr_layer_00": 0.9, "law_r2": 0.99, "law_slope": math.nan}
     answer = CorpusMeasurement("nextlaw_equilearning", metrics, 12)
-    assert task.process_results({}, [answer]) == metrics
-    assert set(task.aggregation()) == set(metrics)
-    assert task.higher_is_better() == {"pr_layer_00": False, "law_r2": True, "law_slope": False}
+    assert task.process_results({}, [answer]) == {**metrics, "n_docs_empty": 0.0}  # the task's own count
+    assert set(task.aggregation()) == set(metrics) | {"n_docs_empty"}
+    assert task.higher_is_better() == {"pr_layer_00": False, "law_r2": True, "law_slope": False, "n_docs_empty": False}
     with pytest.raises(NextlawModelRequired):
         task.process_results({}, [-12.5])  # a log-likelihood from another model
     assert "12 targets" in str(answer)
