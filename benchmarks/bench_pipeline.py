@@ -236,6 +236,7 @@ def main() -> None:
         print(json.dumps(WORKERS[args.worker](args.data, args.batch_size)))
         return
 
+    args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     base = corpus(args.sentences, args.out, args.austen)
     large = corpus(args.sentences * args.scale, args.out, args.austen)
