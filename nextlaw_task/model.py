@@ -23,7 +23,7 @@ from nextlaw_task.capture import locate_states
 from nextlaw_task.embedded import embedded_model_dir, is_embedded
 from nextlaw_task.messages import CorpusMeasurement, NextlawRequest
 from nextlaw_task.options import MeasurementSpec
-from nextlaw_task.runner import CorpusRunner, Document
+from nextlaw_task.runner import CorpusRunner, Document, accumulator_device
 
 logger = logging.getLogger(__name__)
 
@@ -108,17 +108,17 @@ class NextlawLM(HFLM):
             documents.append(Document(tuple(tokens[:max_tokens]), tuple(owned), len(tokens) > max_tokens))
 
         layout = locate_states(self.model)
-        runner = CorpusRunner(
-            layout, sorted(specs.values(), key=lambda s: s.task), len(self.tokenizer), self.device,
-            data_parallel=self.world_size > 1,
-        )
-        n_tokens = sum(len(d.tokens) for d in documents)
+        ordered = sorted(specs.values(), key=lambda s: s.task)
         hidden_size = int(self.model.config.get_text_config().hidden_size)
+        needed = CorpusRunner(layout, ordered, len(self.tokenizer)).memory_bytes(hidden_size)
+        device = accumulator_device(self.device, needed, ordered[0].memory_budget)
+        runner = CorpusRunner(layout, ordered, len(self.tokenizer), device, data_parallel=self.world_size > 1)
+        n_tokens = sum(len(d.tokens) for d in documents)
         logger.info(
             "nextlaw: %d documents, %d tokens, states %s of %d layers, tasks %s in %d accumulator group(s) "
-            "needing %.1f MiB of float64 statistics (plus per-class sums for one-hot measures)",
+            "needing %.1f MiB of float64 statistics (plus per-class sums for one-hot measures) on %s",
             len(documents), n_tokens, list(runner.states), layout.n_layers, ", ".join(sorted(specs)),
-            len(runner.groups), runner.memory_bytes(hidden_size) / 2**20,
+            len(runner.groups), needed / 2**20, device,
         )
         collator = Collator(documents, sort_fn=lambda d: (-len(d.tokens), d.tokens))
         batch_size = self._nextlaw_batch_size(max(len(d.tokens) for d in documents))

@@ -16,13 +16,17 @@ nextlaw_folds           K-fold held-out PR (0 = in-sample, the authors' number) 
 nextlaw_law_first       first state of the law's fit                                1
 nextlaw_law_last        last state of the law's fit (``-1`` = L)                    -1
 nextlaw_seed            seed of the shuffled_id permutation, 0 .. 2**64 - 1        666
+nextlaw_memory_budget   GPU memory the statistics may take (``8GiB``, ``500MB``,    half the free
+                        bytes); beyond it they are kept in CPU memory               GPU memory
 ======================  ==========================================================  ============
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -50,6 +54,7 @@ KNOWN_KEYS = (
     "nextlaw_law_first",
     "nextlaw_law_last",
     "nextlaw_seed",
+    "nextlaw_memory_budget",
 )
 
 
@@ -72,6 +77,7 @@ class MeasurementSpec:
     law_last: int = -1
     seed: int = 666
     data: str | None = None
+    memory_budget: int | None = None
 
     def states(self, n_layers: int) -> tuple[int, ...]:
         """The state indices measured for a model with ``n_layers`` blocks (states 0..L)."""
@@ -134,6 +140,18 @@ def _as_path(key: str, value: Any) -> str:
         raise OptionError(f"{key}={value!r}: not a usable path ({error}); pass an absolute path") from None
 
 
+UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_bytes(key: str, value: Any) -> int:
+    """``8GiB``, ``500MB``, ``1e9`` or a plain number of bytes -> bytes (a positive integer)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)\s*", str(value).lower())
+    size = float(match.group(1)) * UNITS.get(match.group(2), math.nan) if match else math.nan
+    if isinstance(value, bool) or not (math.isfinite(size) and size >= 1):
+        raise OptionError(f"{key}={value!r}: expected a size such as 8GiB, 500MB or 1e9 (bytes)")
+    return int(size)
+
+
 def build_spec(task: str, task_kwargs: Mapping[str, Any] | None, metadata: Mapping[str, Any] | None) -> MeasurementSpec:
     """Combine a task's YAML settings with the run's ``nextlaw_*`` metadata, validating both."""
     task_kwargs = dict(task_kwargs or {})
@@ -177,6 +195,8 @@ def build_spec(task: str, task_kwargs: Mapping[str, Any] | None, metadata: Mappi
     for key in ("law_first", "law_last", "seed"):
         if f"nextlaw_{key}" in meta:
             updates[key] = _as_int(f"nextlaw_{key}", meta[f"nextlaw_{key}"])
+    if "nextlaw_memory_budget" in meta:
+        updates["memory_budget"] = parse_bytes("nextlaw_memory_budget", meta["nextlaw_memory_budget"])
     if not 0 <= updates.get("seed", 0) < 2**64:
         raise OptionError(f"nextlaw_seed={updates['seed']}: the seed must be an integer from 0 to 2**64 - 1")
     spec = replace(spec, **updates)

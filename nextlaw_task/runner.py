@@ -227,6 +227,20 @@ class CorpusRunner:
         return metrics
 
 
+def accumulator_device(model_device: torch.device | str, needed: int, budget: int | None) -> torch.device:
+    """Where the statistics live: beside the model, unless on a GPU they would exceed the budget.
+
+    ``budget`` None means half the GPU memory free now. Kept in CPU memory instead, the statistics
+    cost a device-to-host copy of each batch's features, but never an out-of-memory error.
+    """
+    device = torch.device(model_device)
+    if device.type != "cuda":
+        return device
+    if budget is None:
+        budget = torch.cuda.mem_get_info(device)[0] // 2
+    return device if needed <= budget else torch.device("cpu")
+
+
 def _all_reduce_counts(counts: dict[str, int]) -> dict[str, int]:
     """Sum integer counters over data-parallel ranks (identity without torch.distributed)."""
     dist = torch.distributed

@@ -51,6 +51,9 @@ _values = {
     "nextlaw_law_first": _int_like | _any,
     "nextlaw_law_last": _int_like | _any,
     "nextlaw_seed": _int_like | _any,
+    "nextlaw_memory_budget": st.sampled_from(["8GiB", "500 mb", "1e9", "1e999", "0", "-1GB", "2 parsecs", ".5kib"])
+    | _int_like
+    | _any,
 }
 assert set(_values) == set(KNOWN_KEYS)
 _metadata = st.builds(

@@ -77,3 +77,14 @@ def test_unknown_nextlaw_keys_warn_with_the_known_ones(caplog):
     (record,) = [r for r in caplog.records if "unknown nextlaw metadata" in r.message]
     assert "nextlaw_layer" in record.message and all(k in record.message for k in KNOWN_KEYS)
     assert "pretrained" not in record.message.split("known keys")[0]
+
+
+@pytest.mark.parametrize(("text", "expected"), [("8GiB", 8 * 2**30), ("500MB", 500 * 10**6), ("1e9", 10**9), (4096, 4096)])
+def test_memory_budget_sizes(text, expected):
+    assert build_spec("t", {}, {"nextlaw_memory_budget": text}).memory_budget == expected
+
+
+@pytest.mark.parametrize("text", ["lots", "-1GB", "8 parsecs", True, 0])
+def test_memory_budget_refuses_what_is_not_a_size(text):
+    with pytest.raises(OptionError, match="expected a size such as 8GiB"):
+        build_spec("t", {}, {"nextlaw_memory_budget": text})

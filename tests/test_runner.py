@@ -105,3 +105,13 @@ def test_measures_over_the_same_samples_share_one_accumulator(tiny_models):
     for spec in specs:
         alone = run(model, [spec], docs, batch_size=8)[spec.task]
         assert together[spec.task] == pytest.approx(alone, rel=1e-12, nan_ok=True), spec.task
+
+
+def test_statistics_stay_beside_a_cpu_model_and_leave_a_gpu_beyond_the_budget(monkeypatch):
+    from nextlaw_task.runner import accumulator_device
+
+    assert accumulator_device("cpu", 10**12, 1) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (8 * 2**30, 80 * 2**30))
+    assert accumulator_device("cuda", 2 * 2**30, None) == torch.device("cuda")  # under half the free memory
+    assert accumulator_device("cuda", 6 * 2**30, None) == torch.device("cpu")
+    assert accumulator_device("cuda", 6 * 2**30, 7 * 2**30) == torch.device("cuda")
