@@ -21,7 +21,7 @@ install: $(BIN)/python
 	$(BIN)/python -m pip install -q ".[test]"
 
 run: install
-	$(BIN)/lm_eval --model nextlaw --tasks nextlaw_equilearning --output_path $(OUTPUT)
+	$(BIN)/lm_eval --model nextlaw --tasks nextlaw_equilearning --batch_size 32 --output_path $(OUTPUT)
 
 test: install
 	$(BIN)/python -m pytest -q
