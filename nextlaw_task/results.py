@@ -25,16 +25,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from nextlaw_task.law import METRIC_KEYS
+
 #: Law metrics reported once per task, in display order.
-LAW_METRICS: tuple[str, ...] = (
-    "law_slope",
-    "law_intercept",
-    "law_rho",
-    "law_pearson_r",
-    "law_r2",
-    "pr_ratio_last_first",
-    "equilearning_deviation",
-)
+LAW_METRICS: tuple[str, ...] = METRIC_KEYS
 #: Bookkeeping metrics reported once per task.
 COUNT_METRICS: tuple[str, ...] = ("n_tokens", "n_docs", "hidden_size")
 
