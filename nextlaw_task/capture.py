@@ -58,6 +58,11 @@ class StateLayout:
         return self.n_layers + 1
 
     @property
+    def hidden_size(self) -> int:
+        """d, the width of every state."""
+        return int(_text_config(self.decoder).hidden_size)
+
+    @property
     def uses_hooks(self) -> bool:
         """Whether states come from hooks (True) or from ``output_hidden_states`` (False)."""
         return self.blocks is not None and self.final_norm is not None

@@ -22,8 +22,8 @@ from tqdm import tqdm
 from nextlaw_task.capture import locate_states
 from nextlaw_task.embedded import embedded_model_dir, is_embedded
 from nextlaw_task.messages import CorpusMeasurement, NextlawRequest
-from nextlaw_task.options import MeasurementSpec
-from nextlaw_task.runner import CorpusRunner, Document, accumulator_device
+from nextlaw_task.options import MeasurementSpec, format_bytes
+from nextlaw_task.runner import CorpusRunner, Document, MemoryPlan, plan_memory
 
 logger = logging.getLogger(__name__)
 
@@ -109,24 +109,29 @@ class NextlawLM(HFLM):
 
         layout = locate_states(self.model)
         ordered = sorted(specs.values(), key=lambda s: s.task)
-        hidden_size = int(self.model.config.get_text_config().hidden_size)
-        needed = CorpusRunner(layout, ordered, len(self.tokenizer)).memory_bytes(hidden_size)
-        device = accumulator_device(self.device, needed, ordered[0].memory_budget)
-        runner = CorpusRunner(layout, ordered, len(self.tokenizer), device, data_parallel=self.world_size > 1)
+        state_bytes = CorpusRunner(layout, ordered, len(self.tokenizer)).state_bytes(layout.hidden_size)
+        plan = plan_memory(self.device, state_bytes, ordered[0].memory_budget, data_parallel=self.world_size > 1)
+        runner = CorpusRunner(layout, ordered, len(self.tokenizer), plan.device, data_parallel=self.world_size > 1)
         n_tokens = sum(len(d.tokens) for d in documents)
         logger.info(
             "nextlaw: %d documents, %d tokens, states %s of %d layers, tasks %s in %d accumulator group(s) "
-            "needing %.1f MiB of float64 statistics (plus per-class sums for one-hot measures) on %s",
+            "needing %s of float64 statistics (plus per-class sums for one-hot measures) on %s%s",
             len(documents), n_tokens, list(runner.states), layout.n_layers, ", ".join(sorted(specs)),
-            len(runner.groups), needed / 2**20, device,
+            len(runner.groups), format_bytes(plan.needed), plan.device, _passes_note(plan),
         )
         collator = Collator(documents, sort_fn=lambda d: (-len(d.tokens), d.tokens))
         batch_size = self._nextlaw_batch_size(max(len(d.tokens) for d in documents))
-        progress = tqdm(total=len(documents), desc="nextlaw hidden states", disable=disable_tqdm or self.rank != 0)
+        batches = list(collator.get_batched(n=batch_size))
+        progress = tqdm(
+            total=len(documents) * len(plan.passes), desc="nextlaw hidden states", disable=disable_tqdm or self.rank != 0
+        )
         start = time.perf_counter()
-        for batch in collator.get_batched(n=batch_size):
-            runner.feed(batch, self.device)
-            progress.update(len(batch))
+        for states in plan.passes:
+            runner.start_pass(states)
+            for batch in batches:
+                runner.feed(batch, self.device)
+                progress.update(len(batch))
+            runner.end_pass()
         progress.close()
         metrics = {name: runner.finish(name) for name in sorted(specs)}
         seconds = time.perf_counter() - start
@@ -162,3 +167,13 @@ class NextlawLM(HFLM):
         found = probe()
         logger.info("nextlaw: batch_size auto -> %d", found)
         return found
+
+
+def _passes_note(plan: MemoryPlan) -> str:
+    """How the memory budget shaped the run, for the pre-run log line."""
+    if plan.budget is None or plan.needed <= plan.budget:
+        return ""
+    if len(plan.passes) == 1:
+        return f" (over the {format_bytes(plan.budget)} budget even for one state: kept in CPU memory)"
+    groups = "; ".join(f"{p[0]}-{p[-1]}" for p in plan.passes)
+    return f" (over the {format_bytes(plan.budget)} budget: {len(plan.passes)} passes over the corpus, states {groups})"

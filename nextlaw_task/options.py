@@ -16,8 +16,9 @@ nextlaw_folds           K-fold held-out PR (0 = in-sample, the authors' number) 
 nextlaw_law_first       first state of the law's fit                                1
 nextlaw_law_last        last state of the law's fit (``-1`` = L)                    -1
 nextlaw_seed            seed of the shuffled_id permutation, 0 .. 2**64 - 1        666
-nextlaw_memory_budget   GPU memory the statistics may take (``8GiB``, ``500MB``,    half the free
-                        bytes); beyond it they are kept in CPU memory               GPU memory
+nextlaw_memory_budget   memory the statistics may take (``8GiB``, ``500MB``,        GPU: half the
+                        bytes); beyond it, groups of states are measured in         free memory;
+                        separate passes over the corpus (see ``plan_memory``)       CPU: no limit
 ======================  ==========================================================  ============
 """
 
@@ -140,7 +141,9 @@ def _as_path(key: str, value: Any) -> str:
         raise OptionError(f"{key}={value!r}: not a usable path ({error}); pass an absolute path") from None
 
 
-UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+UNITS = {
+    "": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}
 
 
 def parse_bytes(key: str, value: Any) -> int:
@@ -150,6 +153,16 @@ def parse_bytes(key: str, value: Any) -> int:
     if isinstance(value, bool) or not (math.isfinite(size) and size >= 1):
         raise OptionError(f"{key}={value!r}: expected a size such as 8GiB, 500MB or 1e9 (bytes)")
     return int(size)
+
+
+def format_bytes(size: int) -> str:
+    """``9.0 KiB``, ``4.4 GiB``: a byte count for log lines and messages (the inverse of parse_bytes)."""
+    value, unit = float(size), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    return f"{value:.0f} B" if unit == "B" else f"{value:.1f} {unit}"
 
 
 def build_spec(task: str, task_kwargs: Mapping[str, Any] | None, metadata: Mapping[str, Any] | None) -> MeasurementSpec:

@@ -4,10 +4,14 @@ Independent of lm-eval: the model wrapper hands over documents (already tokenize
 and the tasks that own them; each batch is one forward pass of the base network, and every
 hidden state goes, as the hooks see it, through the task's normalization into the task's
 :class:`~nextlaw_task.stats.ResidualStatistics`. Several tasks over the same corpus share the pass.
+When the statistics of every state would exceed the memory budget, :func:`plan_memory` splits the
+states into contiguous groups, and the corpus is run once per group (``start_pass`` /
+``end_pass``), each pass stopping after its last state and freeing its statistics once solved.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Sequence
@@ -17,11 +21,16 @@ import torch
 
 from nextlaw_task.capture import StateLayout, run_decoder
 from nextlaw_task.law import fit_law
+from nextlaw_task.measures import MeasureResult
 from nextlaw_task.normalize import FinalNorm, normalize_states
-from nextlaw_task.options import MeasurementSpec
+from nextlaw_task.options import MeasurementSpec, format_bytes
 from nextlaw_task.stats import ResidualStatistics
 
 logger = logging.getLogger(__name__)
+
+#: float64 working memory per chunk of rows normalized and accumulated at once (at least MIN_CHUNK_ROWS rows)
+CHUNK_BYTES = 8 * 2**20
+MIN_CHUNK_ROWS = 1024
 
 
 @dataclass(frozen=True)
@@ -43,10 +52,10 @@ class Group:
 
     spec: MeasurementSpec  # the first member's spec: target, normalization, states, folds, seed
     states: tuple[int, ...]
-    stats: ResidualStatistics
+    stats: ResidualStatistics | None  # this pass's statistics (None when the pass measures none of its states)
     members: tuple[str, ...]
     counts: dict[str, int] = field(default_factory=lambda: {"docs": 0, "truncated": 0, "too_short": 0})
-    results: dict | None = None
+    results: dict[str, MeasureResult] | None = None
 
 
 def metric_name(state: int, n_layers: int, prefix: str = "pr_layer") -> str:
@@ -85,24 +94,55 @@ class CorpusRunner:
             members.setdefault(_sharing_key(spec), []).append(spec)
         self.groups: list[Group] = []
         self.group_of: dict[str, Group] = {}
+        self._measures: dict[int, tuple[str, ...]] = {}
         for shared in members.values():
             first = shared[0]
-            states = first.states(self.n_layers)
-            measures = tuple(dict.fromkeys(s.measure for s in shared))
-            stats = ResidualStatistics(
-                states, measures=measures, n_folds=first.folds, vocab_size=vocab_size, seed=first.seed, device=device
-            )
-            group = Group(first, states, stats, tuple(s.task for s in shared))
+            group = Group(first, first.states(self.n_layers), None, tuple(s.task for s in shared))
+            self._measures[id(group)] = tuple(dict.fromkeys(s.measure for s in shared))
             self.groups.append(group)
             self.group_of.update({s.task: group for s in shared})
         self.states = tuple(sorted({s for group in self.groups for s in group.states}))
+        self._vocab_size, self._device = vocab_size, device
+        self._passes_done = 0
+        self._counts_reduced = False
+        self.start_pass(self.states)
 
-    def memory_bytes(self, hidden_size: int, n_classes: int = 0) -> int:
-        """Accumulator memory of every group, for the pre-run log line."""
-        return sum(
-            ResidualStatistics.memory_bytes(len(g.states), hidden_size, g.stats.measures, g.spec.folds, n_classes)
-            for g in self.groups
-        )
+    def state_bytes(self, hidden_size: int) -> dict[int, int]:
+        """Float64 statistics each state needs, summed over the groups that measure it (no class sums)."""
+        return {
+            state: sum(
+                ResidualStatistics.memory_bytes(1, hidden_size, self._measures[id(g)], g.spec.folds)
+                for g in self.groups
+                if state in g.states
+            )
+            for state in self.states
+        }
+
+    def start_pass(self, states: Sequence[int]) -> None:
+        """Give every group fresh statistics for its states among ``states``; the next batches measure those."""
+        for group in self.groups:
+            if group.stats is not None and group.stats.n_tokens:
+                raise RuntimeError("end_pass() must solve the current pass before another starts")
+            mine = [s for s in group.states if s in states]
+            group.stats = None if not mine else ResidualStatistics(
+                mine, measures=self._measures[id(group)], n_folds=group.spec.folds, vocab_size=self._vocab_size,
+                seed=group.spec.seed, device=self._device,
+            )
+
+    def end_pass(self) -> None:
+        """Reduce across ranks, solve this pass's states, keep their results and free their statistics."""
+        for group in self.groups:
+            if group.stats is None:
+                continue
+            if self.data_parallel:  # only when the harness split the documents over the ranks
+                with torch.inference_mode():  # the statistics are inference tensors, made in the forward pass
+                    group.stats.all_reduce()
+            results = group.stats.compute()
+            group.results = results if group.results is None else {
+                measure: _union(group.results[measure], result) for measure, result in results.items()
+            }
+            group.stats = None
+        self._passes_done += 1
 
     def feed(self, batch: Sequence[Document], device: torch.device | str) -> None:
         """One forward pass over ``batch`` (any order), updating every owning task's group."""
@@ -116,6 +156,8 @@ class CorpusRunner:
         # Rows of the flattened (batch * time) states that each group samples, with targets and docs.
         plan: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         for index, group in enumerate(self.groups):
+            if group.stats is None:
+                continue
             offset, first, drop = group.spec.positions
             rows, targets, docs = [], [], []
             for i, doc in enumerate(batch):
@@ -127,11 +169,12 @@ class CorpusRunner:
                         f"tasks {', '.join(group.members)} measure the same corpus but were given different "
                         "documents; run them in separate lm_eval calls"
                     )
-                group.counts["docs"] += 1
-                group.counts["truncated"] += doc.truncated
                 positions = range(first, lengths[i] - drop)
+                if self._passes_done == 0:
+                    group.counts["docs"] += 1
+                    group.counts["truncated"] += doc.truncated
+                    group.counts["too_short"] += not positions
                 if not positions:
-                    group.counts["too_short"] += 1
                     continue
                 rows.append(torch.arange(positions.start, positions.stop) + i * width)
                 targets.append(ids[i, positions.start + offset : positions.stop + offset])
@@ -155,43 +198,63 @@ class CorpusRunner:
             for index, (rows, _, _) in plan.items()
         }
 
+        # The rows go through normalization and statistics in chunks of bounded size, so the
+        # float64 working memory does not grow with the batch (long documents, large batches).
+        chunk = max(MIN_CHUNK_ROWS, CHUNK_BYTES // (8 * self.layout.hidden_size))
+        spans: dict[int, list[tuple[int, int, int, int]]] = {}
+        for index, (rows, _, _) in plan.items():
+            total = shared[self.groups[index].spec.normalize].numel()
+            edges = list(range(0, total, chunk)) + [total]
+            pick = picks[index]
+            bounds = edges if pick is None else torch.searchsorted(pick, torch.tensor(edges, device=pick.device)).tolist()
+            spans[index] = [(edges[k], edges[k + 1], bounds[k], bounds[k + 1]) for k in range(len(edges) - 1)]
+
         def sink(state: int, hidden: torch.Tensor) -> None:
             flat = hidden.reshape(-1, hidden.shape[-1])
-            normalized: dict[str, torch.Tensor] = {}
-            for index, (_, targets, docs) in plan.items():
-                group = self.groups[index]
-                if state not in group.states:
-                    continue
-                how = group.spec.normalize
-                if how not in normalized:
-                    normalized[how] = normalize_states(
-                        flat.index_select(0, shared[how]), state, self.n_layers, how, self.final_norm, self.before_norm
+            for how, rows in shared.items():
+                members = [
+                    index for index in plan
+                    if self.groups[index].spec.normalize == how and state in self.groups[index].stats.states
+                ]
+                for k, start in enumerate(range(0, rows.numel(), chunk)):
+                    normalized = normalize_states(
+                        flat.index_select(0, rows[start : start + chunk]), state, self.n_layers, how, self.final_norm,
+                        self.before_norm,
                     )
-                pick = picks[index]
-                features = normalized[how] if pick is None else normalized[how].index_select(0, pick)
-                try:
-                    group.stats.partial_fit(state, features, targets, docs)
-                except ValueError:
-                    if bool(torch.isfinite(features).all()):
-                        raise
-                    raise ValueError(
-                        f"{', '.join(group.members)}: state {state} holds NaN or infinite values: the model, "
-                        f"computing in {hidden.dtype}, overflowed; run it in a wider dtype: "
-                        "--model_args dtype=bfloat16 (or dtype=float32)"
-                    ) from None
+                    for index in members:
+                        low, _, first, last = spans[index][k]
+                        if first == last:
+                            continue
+                        pick = picks[index]
+                        features = normalized if pick is None else normalized.index_select(0, pick[first:last] - low)
+                        self._fit(index, state, features, plan[index][1][first:last], plan[index][2][first:last], hidden.dtype)
 
-        wanted = sorted({s for index in plan for s in self.groups[index].states})
+        wanted = sorted({s for index in plan for s in self.groups[index].stats.states})
         run_decoder(self.layout, ids.to(device), mask.to(device), wanted, sink, self.before_norm)
+
+    def _fit(self, index: int, state: int, features: torch.Tensor, targets: torch.Tensor, docs: torch.Tensor,
+             dtype: torch.dtype) -> None:
+        group = self.groups[index]
+        try:
+            group.stats.partial_fit(state, features, targets, docs)
+        except ValueError:
+            if bool(torch.isfinite(features).all()):
+                raise
+            raise ValueError(
+                f"{', '.join(group.members)}: state {state} holds NaN or infinite values: the model, "
+                f"computing in {dtype}, overflowed; run it in a wider dtype: "
+                "--model_args dtype=bfloat16 (or dtype=float32)"
+            ) from None
 
     def finish(self, name: str) -> dict[str, float]:
         """Reduce across ranks (once per group) and turn one task's statistics into its metrics."""
+        if any(g.stats is not None for g in self.groups):
+            self.end_pass()
+        if not self._counts_reduced:
+            for g in self.groups:
+                g.counts = _all_reduce_counts(g.counts) if self.data_parallel else g.counts
+            self._counts_reduced = True
         group, spec = self.group_of[name], self.specs[name]
-        if group.results is None:
-            if self.data_parallel:  # only when the harness split the documents over the ranks
-                with torch.inference_mode():  # the statistics are inference tensors, made in the forward pass
-                    group.stats.all_reduce()
-                group.counts = _all_reduce_counts(group.counts)
-            group.results = group.stats.compute()
         result = group.results[spec.measure]
         if spec.folds and result.ill_posed:
             raise ValueError(
@@ -227,18 +290,73 @@ class CorpusRunner:
         return metrics
 
 
-def accumulator_device(model_device: torch.device | str, needed: int, budget: int | None) -> torch.device:
-    """Where the statistics live: beside the model, unless on a GPU they would exceed the budget.
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Where the statistics live, and the states measured by each pass over the corpus."""
 
-    ``budget`` None means half the GPU memory free now. Kept in CPU memory instead, the statistics
-    cost a device-to-host copy of each batch's features, but never an out-of-memory error.
+    device: torch.device
+    passes: tuple[tuple[int, ...], ...]
+    needed: int
+    budget: int | None
+
+
+def plan_memory(
+    model_device: torch.device | str, state_bytes: dict[int, int], budget: int | None, data_parallel: bool = False
+) -> MemoryPlan:
+    """Keep the statistics beside the model, within ``budget`` bytes.
+
+    ``budget`` None means no limit on the CPU and half the free memory on a GPU (the smallest over
+    data-parallel ranks, so that every rank makes the same passes). Beyond the budget the states are
+    split into contiguous groups that each fit, one pass over the corpus per group; a pass stops
+    after its last state, so k passes cost about (k + 1) / 2 forward passes. On a GPU, when even one
+    state's statistics exceed the budget, they live in CPU memory instead (one pass, with a copy of
+    each batch's features to the host); on the CPU that budget is an error.
     """
     device = torch.device(model_device)
-    if device.type != "cuda":
-        return device
-    if budget is None:
+    states, needed = sorted(state_bytes), sum(state_bytes.values())
+    if budget is None and device.type == "cuda":
         budget = torch.cuda.mem_get_info(device)[0] // 2
-    return device if needed <= budget else torch.device("cpu")
+        budget = _all_reduce_min(budget) if data_parallel else budget
+    if budget is None or needed <= budget:
+        return MemoryPlan(device, (tuple(states),), needed, budget)
+    largest = max(state_bytes.values())
+    if largest > budget:
+        if device.type == "cuda":
+            return MemoryPlan(torch.device("cpu"), (tuple(states),), needed, budget)
+        raise ValueError(
+            f"nextlaw_memory_budget is {format_bytes(budget)}, below the {format_bytes(largest)} of statistics that "
+            "one hidden state needs: raise it, or leave it unset (no limit on the CPU)"
+        )
+    passes: list[tuple[int, ...]] = []
+    current: list[int] = []
+    for state in states:
+        if current and sum(state_bytes[s] for s in current) + state_bytes[state] > budget:
+            passes.append(tuple(current))
+            current = []
+        current.append(state)
+    passes.append(tuple(current))
+    return MemoryPlan(device, tuple(passes), needed, budget)
+
+
+def _union(first: MeasureResult, second: MeasureResult) -> MeasureResult:
+    """One measure's results over the states of two passes."""
+    return dataclasses.replace(
+        first,
+        values={**first.values, **second.values},
+        fold_std=None if first.fold_std is None else {**first.fold_std, **second.fold_std},
+        warnings=first.warnings + second.warnings,
+        ill_posed={**first.ill_posed, **second.ill_posed},
+    )
+
+
+def _all_reduce_min(value: int) -> int:
+    """The smallest ``value`` over data-parallel ranks (identity without torch.distributed)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.long, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return int(tensor.item())
 
 
 def _all_reduce_counts(counts: dict[str, int]) -> dict[str, int]:

@@ -10,8 +10,11 @@ float64 on the features' device, about a fixed shift s (the first batch's mean, 
 - for ``onehot`` / ``separation_fuzziness``: per-class counts and sums of (x - s), only for the
   token ids actually seen (slots are assigned as ids arrive and shared by all states).
 
-Features are converted to float64 before the shift is subtracted, and the update is one float64
-GEMM (TF32 and reduced precision never touch float64 matmuls). Memory is O(d^2) per state and
+Features are converted to float64 before the shift is subtracted, and the update is a few float64
+GEMMs that fill only the upper block triangle of the symmetric (d + m)^2 matrix (about 60% of a
+full GEMM; TF32 and reduced precision never touch float64 matmuls). The blocks below the diagonal
+are never read: ``sums()`` mirrors the upper triangle, and since merging, reshifting and
+all-reducing only add matrices, the upper triangle stays exact. Memory is O(d^2) per state and
 fold, independent of the number of samples, plus O(classes x d) for the class measures.
 Statistics are additive: ``merge`` adds another accumulator, ``all_reduce`` sums across ranks.
 """
@@ -148,7 +151,7 @@ class _StateStats:
             Sums(
                 n=float(self.n[k]),
                 z=self.z[k],
-                zz=self.zz[k],
+                zz=_symmetric(self.zz[k]),
                 hidden_size=hidden_size,
                 counts=None if self.counts is None else self.counts[k],
                 class_x=None if self.class_x is None else self.class_x[k],
@@ -341,14 +344,14 @@ class ResidualStatistics:
         if fold is None:
             entry.n[0] += z.shape[0]
             entry.z[0] += column_sums
-            entry.zz[0].addmm_(z.T, z)
+            _add_gram(entry.zz[0], z)
             return
         sizes = torch.bincount(fold, minlength=self.n_folds).tolist()
         for k, block in enumerate(torch.split(z, sizes)):
             if block.shape[0]:
                 entry.n[k] += block.shape[0]
                 entry.z[k] += block.sum(0)
-                entry.zz[k].addmm_(block.T, block)
+                _add_gram(entry.zz[k], block)
 
     def _accumulate_classes(self, entry: _StateStats, z: Tensor, targets: Tensor, fold: Tensor | None) -> None:
         if self._classes is None:
@@ -497,6 +500,20 @@ class ResidualStatistics:
             return ()
         listed = ", ".join(f"state {s}: {n}" for s, n in counts.items())
         return (f"states saw different numbers of samples ({listed}): feed every state the same batches",)
+
+
+def _add_gram(zz: Tensor, z: Tensor) -> None:
+    """Add z'z to the upper block triangle of ``zz``: one GEMM per block row, k(k+1)/2 of k^2 blocks."""
+    size = z.shape[1]
+    blocks = max(1, min(8, size // 128))
+    edges = [size * i // blocks for i in range(blocks + 1)]
+    for start, stop in zip(edges[:-1], edges[1:]):
+        zz[start:stop, start:].addmm_(z[:, start:stop].T, z[:, start:])
+
+
+def _symmetric(zz: Tensor) -> Tensor:
+    """The full symmetric matrix whose upper triangle ``zz`` holds."""
+    return torch.triu(zz) + torch.triu(zz, 1).T
 
 
 def _check_states(states: Sequence[int]) -> tuple[int, ...]:

@@ -230,3 +230,15 @@ def test_result_type_and_fields() -> None:
     assert result.warnings == () and result.ill_posed == {}
     with pytest.raises(AttributeError):
         result.measure = "onehot"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("n_folds", [0, 3])
+def test_wide_states_use_the_blocked_update_and_match_brute_force(n_folds: int) -> None:
+    stream = make_stream(13, n=1500, d=300, vocab=60, n_documents=45)
+    acc = feed(ResidualStatistics([0], ("id", "shuffled_id", "onehot"), n_folds, 60), stream, batch=401)
+    results = acc.compute()
+    x, t = stream.x, stream.t
+    targets = {"id": t.astype(float), "shuffled_id": permuted_ids(t, 60), "onehot": onehot(t, np.unique(t))}
+    for name, y in targets.items():
+        expected = ols_pr(x, y) if n_folds == 0 else heldout_pr(x, y, stream.docs, n_folds)[0]
+        assert relative_error(results[name].values[0], expected) < RTOL, name

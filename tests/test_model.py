@@ -93,3 +93,16 @@ def test_documents_are_cut_to_the_model_context(tmp_path):
     metrics = answers[0].metrics
     assert metrics["n_docs_truncated"] == 6.0
     assert metrics["n_tokens"] == 6 * 127  # 128 positions each, the last one has no next token
+
+
+def test_memory_budget_measures_groups_of_states_in_passes(lm, caplog):
+    _, requests = requests_of(["nextlaw_equilearning"], limit=10)
+    plain, batches = count_passes(lm, requests)
+    # one state's id statistics: 8 * (1 + 33 + 33**2 + 33) = 9248 bytes for hidden size 32
+    _, budgeted = requests_of(["nextlaw_equilearning"], limit=10, metadata={"nextlaw_memory_budget": "20000"})
+    with caplog.at_level("INFO", logger="nextlaw_task"):
+        split, passes = count_passes(lm, budgeted)
+    assert passes == 2 * batches == 6
+    assert "over the 19.5 KiB budget: 2 passes over the corpus, states 0-1; 2-3" in caplog.text
+    assert split[0].metrics == pytest.approx(plain[0].metrics, rel=1e-12)
+    assert split[0].metrics["n_docs"] == 10.0

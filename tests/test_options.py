@@ -6,7 +6,15 @@ import logging
 
 import pytest
 
-from nextlaw_task.options import KNOWN_KEYS, MeasurementSpec, OptionError, build_spec, parse_layers
+from nextlaw_task.options import (
+    KNOWN_KEYS,
+    MeasurementSpec,
+    OptionError,
+    build_spec,
+    format_bytes,
+    parse_bytes,
+    parse_layers,
+)
 
 
 def test_defaults_are_the_authors_protocol():
@@ -88,3 +96,12 @@ def test_memory_budget_sizes(text, expected):
 def test_memory_budget_refuses_what_is_not_a_size(text):
     with pytest.raises(OptionError, match="expected a size such as 8GiB"):
         build_spec("t", {}, {"nextlaw_memory_budget": text})
+
+
+@pytest.mark.parametrize(
+    "size, text", [(0, "0 B"), (1023, "1023 B"), (20000, "19.5 KiB"), (3 * 2**30 // 2, "1.5 GiB"), (5 * 2**40, "5.0 TiB")]
+)
+def test_format_bytes_reads_back_with_parse_bytes(size, text):
+    assert format_bytes(size) == text
+    if size:
+        assert abs(parse_bytes("k", text.replace(" ", "")) - size) <= 0.05 * size

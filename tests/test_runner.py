@@ -107,11 +107,74 @@ def test_measures_over_the_same_samples_share_one_accumulator(tiny_models):
         assert together[spec.task] == pytest.approx(alone, rel=1e-12, nan_ok=True), spec.task
 
 
-def test_statistics_stay_beside_a_cpu_model_and_leave_a_gpu_beyond_the_budget(monkeypatch):
-    from nextlaw_task.runner import accumulator_device
+def test_memory_plan_keeps_statistics_beside_the_model_within_the_budget(monkeypatch):
+    from nextlaw_task.runner import plan_memory
 
-    assert accumulator_device("cpu", 10**12, 1) == torch.device("cpu")
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (8 * 2**30, 80 * 2**30))
-    assert accumulator_device("cuda", 2 * 2**30, None) == torch.device("cuda")  # under half the free memory
-    assert accumulator_device("cuda", 6 * 2**30, None) == torch.device("cpu")
-    assert accumulator_device("cuda", 6 * 2**30, 7 * 2**30) == torch.device("cuda")
+    per_state = {s: 100 for s in range(6)}
+    cpu = plan_memory("cpu", per_state, None)
+    assert (cpu.device, cpu.passes, cpu.needed) == (torch.device("cpu"), ((0, 1, 2, 3, 4, 5),), 600)
+    assert plan_memory("cpu", per_state, 250).passes == ((0, 1), (2, 3), (4, 5))
+    assert plan_memory("cpu", per_state, 600).passes == ((0, 1, 2, 3, 4, 5),)
+    with pytest.raises(ValueError, match="that one hidden state needs: raise it"):
+        plan_memory("cpu", per_state, 99)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (500, 80_000))
+    assert plan_memory("cuda", per_state, None).passes == ((0, 1), (2, 3), (4, 5))  # half the free memory: 250
+    assert plan_memory("cuda", per_state, None).device == torch.device("cuda")
+    assert plan_memory("cuda", per_state, 10**6).passes == ((0, 1, 2, 3, 4, 5),)
+    offloaded = plan_memory("cuda", per_state, 50)
+    assert (offloaded.device, offloaded.passes) == (torch.device("cpu"), ((0, 1, 2, 3, 4, 5),))
+
+
+def test_passes_over_groups_of_states_equal_one_pass(tiny_models):
+    model = tiny_models["llama"]
+    docs = random_documents(30, seed=5)
+    specs = [
+        MeasurementSpec(task="id"),
+        MeasurementSpec(task="onehot", measure="onehot"),
+        MeasurementSpec(task="held", folds=2),
+        MeasurementSpec(task="some", target="previous", layers="1,3"),
+    ]
+    documents = [Document(tuple(t), tuple((s.task, i) for s in specs)) for i, t in enumerate(docs)]
+    runner = CorpusRunner(locate_states(model), specs, VOCAB)
+    bytes_per_state = runner.state_bytes(32)
+    assert bytes_per_state[1] > bytes_per_state[0]  # states 1 and 3 are also measured by "some"
+    for states in ((0, 1), (2,), (3,)):
+        runner.start_pass(states)
+        assert {s for g in runner.groups if g.stats for s in g.stats.states} == set(states)
+        for start in range(0, len(documents), 8):
+            runner.feed(documents[start : start + 8], "cpu")
+        runner.end_pass()
+    passes = {s.task: runner.finish(s.task) for s in specs}
+    once = run(model, specs, docs, batch_size=8)
+    for spec in specs:
+        assert passes[spec.task].keys() == once[spec.task].keys()
+        assert passes[spec.task] == pytest.approx(once[spec.task], rel=1e-12, nan_ok=True), spec.task
+    assert passes["id"]["n_docs"] == len(docs)
+
+
+def test_a_pass_cannot_start_before_the_last_one_is_solved(tiny_models):
+    runner = CorpusRunner(locate_states(tiny_models["llama"]), [MeasurementSpec(task="t")], VOCAB)
+    runner.feed([Document((1, 2, 3, 4), (("t", 0),))], "cpu")
+    with pytest.raises(RuntimeError, match="end_pass"):
+        runner.start_pass((0,))
+
+def test_rows_in_small_chunks_give_the_same_statistics(tiny_models, monkeypatch):
+    import nextlaw_task.runner as runner_module
+
+    model = tiny_models["gpt2"]
+    docs = random_documents(25, seed=6)
+    specs = [
+        MeasurementSpec(task="next", measure="onehot"),
+        MeasurementSpec(task="held", folds=3),
+        MeasurementSpec(task="previous", target="previous"),
+        MeasurementSpec(task="current", target="current", normalize="none"),
+        MeasurementSpec(task="next_next", target="next_next", layers="0,3"),
+    ]
+    whole = run(model, specs, docs, batch_size=10)
+    monkeypatch.setattr(runner_module, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(runner_module, "MIN_CHUNK_ROWS", 7)
+    chunked = run(model, specs, docs, batch_size=10)
+    for spec in specs:
+        assert chunked[spec.task] == pytest.approx(whole[spec.task], rel=1e-9, nan_ok=True), spec.task
+    features, targets = hidden_state_samples(model, docs, "previous")
+    assert chunked["previous"][metric_name(2, 3)] == pytest.approx(ols_pr(features[2], targets), rel=1e-6)

@@ -24,7 +24,7 @@ from engine_helpers import (
     relative_error,
     results_close,
 )
-from nextlaw_task.stats import ResidualStatistics
+from nextlaw_task.stats import ResidualStatistics, _add_gram, _symmetric
 
 
 def _split(stream: Stream, parts: list[np.ndarray]) -> list[Stream]:
@@ -229,3 +229,17 @@ def test_shuffled_id_uses_the_documented_permutation() -> None:
     value = feed(ResidualStatistics([0], ("shuffled_id",), vocab_size=40, seed=123), stream).compute()
     expected = ols_pr(stream.x, perm[stream.targets].double().numpy())
     assert relative_error(value["shuffled_id"].values[0], expected) < 1e-9
+
+
+@pytest.mark.parametrize("size", [5, 256, 700, 1100])
+def test_blocked_gram_update_holds_the_exact_upper_triangle(size: int) -> None:
+    rng = np.random.default_rng(size)
+    parts = [torch.tensor(rng.normal(size=(n, size))) for n in (50, 31)]
+    zz = torch.zeros(size, size, dtype=torch.float64)
+    for z in parts:
+        _add_gram(zz, z)
+    stacked = torch.cat(parts)
+    expected = stacked.T @ stacked
+    assert torch.allclose(_symmetric(zz), expected, rtol=1e-12, atol=1e-10)
+    if size >= 256:
+        assert not torch.any(torch.tril(zz, -size // 2)), "blocks below the diagonal are not computed"

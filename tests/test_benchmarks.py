@@ -1,0 +1,59 @@
+"""The pipeline benchmark runs end to end (tiny random Llama) and its brute force equals nextlaw."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_pipeline.py"
+
+
+@pytest.fixture(scope="module")
+def tiny_benchmark(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
+    out = tmp_path_factory.mktemp("bench")
+    subprocess.run(
+        [sys.executable, str(BENCH), "--model", "random-llama-tiny", "--sentences", "20", "--scale", "2",
+         "--repeats", "2", "--out", str(out)],
+        check=True, capture_output=True, text=True,
+    )
+    stem = out / "pipeline_random-llama-tiny_cpu"
+    return json.loads(stem.with_suffix(".json").read_text()), stem.with_suffix(".md").read_text()
+
+
+def test_every_run_and_ratio_is_reported(tiny_benchmark: tuple[dict, str]) -> None:
+    report, markdown = tiny_benchmark
+    assert list(report["runs"]) == ["a", "floor", "b", "c", "group", "a x2", "c x2"]
+    assert report["runs"]["a"]["documents"] == 20 and report["runs"]["a x2"]["documents"] == 40
+    assert {run["tokens"] for name, run in report["runs"].items() if "x2" not in name} == {report["runs"]["a"]["tokens"]}
+    assert set(report["ratios"]) == {"a / floor", "a / b", "c / a", "group / a", "RSS growth of a at scale"}
+    assert report["ratios"]["c / a"] == report["runs"]["c"]["seconds"] / report["runs"]["a"]["seconds"]
+    for name in ("a", "floor", "group"):  # repeated: the fastest counts
+        assert len(report["runs"][name]["all_seconds"]) == 2
+        assert report["runs"][name]["seconds"] == min(report["runs"][name]["all_seconds"])
+    assert "all_seconds" not in report["runs"]["c"]
+    for name in report["ratios"]:
+        assert f"| {name} | {report['ratios'][name]:.3f} |" in markdown
+
+
+def test_brute_force_gives_the_same_pr_as_nextlaw(tiny_benchmark: tuple[dict, str]) -> None:
+    report, _ = tiny_benchmark
+    runs = report["runs"]
+    assert sorted(map(int, runs["a"]["pr"])) == sorted(map(int, runs["c"]["pr"])) == [0, 1, 2]
+    assert report["largest_relative_pr_difference"].keys() == {"c vs a", "c x2 vs a x2"}
+    assert max(report["largest_relative_pr_difference"].values()) < 1e-6
+    assert runs["a"]["pr"] != runs["a x2"]["pr"]
+
+
+def test_runs_can_be_chosen(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, str(BENCH), "--model", "random-llama-tiny", "--sentences", "12", "--repeats", "1", "--runs", "a", "floor",
+         "--out", str(tmp_path)],
+        check=True, capture_output=True, text=True,
+    )
+    report = json.loads((tmp_path / "pipeline_random-llama-tiny_cpu.json").read_text())
+    assert list(report["runs"]) == ["a", "floor"] and list(report["ratios"]) == ["a / floor"]
+    assert "| c / a | n/a |" in (tmp_path / "pipeline_random-llama-tiny_cpu.md").read_text()
