@@ -34,6 +34,9 @@ def test_every_run_and_ratio_is_reported(tiny_benchmark: tuple[dict, str]) -> No
     for name in ("a", "floor", "group"):  # repeated: the fastest counts
         assert len(report["runs"][name]["all_seconds"]) == 2
         assert report["runs"][name]["seconds"] == min(report["runs"][name]["all_seconds"])
+        assert report["runs"][name]["peak_rss_mib"] == max(report["runs"][name]["all_peak_rss_mib"])
+    smallest = min(report["runs"]["a"]["all_peak_rss_mib"])
+    assert report["ratios"]["RSS growth of a at scale"] == report["runs"]["a x2"]["peak_rss_mib"] / smallest - 1
     assert "all_seconds" not in report["runs"]["c"]
     for name in report["ratios"]:
         assert f"| {name} | {report['ratios'][name]:.3f} |" in markdown
