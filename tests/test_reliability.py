@@ -371,8 +371,10 @@ def test_interrupt_mid_run_leaves_no_results_file(tiny_model_dir, tmp_path):
     output = tmp_path / "out"
     command = [str(BIN / "lm_eval"), "--model", "nextlaw", "--model_args", f"pretrained={tiny_model_dir}",
                "--tasks", "nextlaw_equilearning", "--batch_size", "1", "--log_samples", "--output_path", str(output)]
+    # A shell that starts pytest in the background (`make test &`) makes it ignore SIGINT, and children
+    # inherit that: give lm_eval the default handling, as in a terminal.
     process = subprocess.Popen(command, cwd=tmp_path, env=offline_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
+                               stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = b""
     while b"nextlaw hidden states" not in seen:  # the progress bar appears before the first batch
         chunk = os.read(process.stderr.fileno(), 65536)
@@ -381,6 +383,7 @@ def test_interrupt_mid_run_leaves_no_results_file(tiny_model_dir, tmp_path):
         seen += chunk
     process.send_signal(signal.SIGINT)
     _, rest = process.communicate(timeout=600)
-    assert process.returncode != 0
-    assert b"KeyboardInterrupt" in seen + rest
+    log = (seen + rest).decode(errors="replace")
+    assert process.returncode != 0, log[-3000:]
+    assert "KeyboardInterrupt" in log
     assert written_files(output) == []
