@@ -109,9 +109,10 @@ class NextlawLM(HFLM):
 
         layout = locate_states(self.model)
         ordered = sorted(specs.values(), key=lambda s: s.task)
-        state_bytes = CorpusRunner(layout, ordered, len(self.tokenizer)).state_bytes(layout.hidden_size)
-        plan = plan_memory(self.device, state_bytes, ordered[0].memory_budget, data_parallel=self.world_size > 1)
-        runner = CorpusRunner(layout, ordered, len(self.tokenizer), plan.device, data_parallel=self.world_size > 1)
+        runner = CorpusRunner(layout, ordered, len(self.tokenizer), data_parallel=self.world_size > 1)
+        plan = plan_memory(
+            self.device, runner.state_bytes(layout.hidden_size), ordered[0].memory_budget, runner.data_parallel
+        )
         n_tokens = sum(len(d.tokens) for d in documents)
         logger.info(
             "nextlaw: %d documents, %d tokens, states %s of %d layers, tasks %s in %d accumulator group(s) "
@@ -127,7 +128,7 @@ class NextlawLM(HFLM):
         )
         start = time.perf_counter()
         for states in plan.passes:
-            runner.start_pass(states)
+            runner.start_pass(states, plan.device)
             for batch in batches:
                 runner.feed(batch, self.device)
                 progress.update(len(batch))

@@ -75,7 +75,6 @@ class CorpusRunner:
         layout: StateLayout,
         specs: Sequence[MeasurementSpec],
         vocab_size: int,
-        device: torch.device | str | None = None,
         data_parallel: bool = False,
     ) -> None:
         self.layout = layout
@@ -102,7 +101,7 @@ class CorpusRunner:
             self.groups.append(group)
             self.group_of.update({s.task: group for s in shared})
         self.states = tuple(sorted({s for group in self.groups for s in group.states}))
-        self._vocab_size, self._device = vocab_size, device
+        self._vocab_size = vocab_size
         self._passes_done = 0
         self._counts_reduced = False
         self.start_pass(self.states)
@@ -118,15 +117,16 @@ class CorpusRunner:
             for state in self.states
         }
 
-    def start_pass(self, states: Sequence[int]) -> None:
-        """Give every group fresh statistics for its states among ``states``; the next batches measure those."""
+    def start_pass(self, states: Sequence[int], device: torch.device | str | None = None) -> None:
+        """Give every group fresh statistics for its states among ``states``, kept on ``device`` (None: beside
+        the features); the next batches measure those. The runner starts with a pass over every state."""
         for group in self.groups:
             if group.stats is not None and group.stats.n_tokens:
                 raise RuntimeError("end_pass() must solve the current pass before another starts")
             mine = [s for s in group.states if s in states]
             group.stats = None if not mine else ResidualStatistics(
                 mine, measures=self._measures[id(group)], n_folds=group.spec.folds, vocab_size=self._vocab_size,
-                seed=group.spec.seed, device=self._device,
+                seed=group.spec.seed, device=device,
             )
 
     def end_pass(self) -> None:
@@ -316,7 +316,7 @@ def plan_memory(
     states, needed = sorted(state_bytes), sum(state_bytes.values())
     if budget is None and device.type == "cuda":
         budget = torch.cuda.mem_get_info(device)[0] // 2
-        budget = _all_reduce_min(budget) if data_parallel else budget
+        budget = _all_reduce_ints([budget], "MIN")[0] if data_parallel else budget
     if budget is None or needed <= budget:
         return MemoryPlan(device, (tuple(states),), needed, budget)
     largest = max(state_bytes.values())
@@ -349,23 +349,17 @@ def _union(first: MeasureResult, second: MeasureResult) -> MeasureResult:
     )
 
 
-def _all_reduce_min(value: int) -> int:
-    """The smallest ``value`` over data-parallel ranks (identity without torch.distributed)."""
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return value
-    tensor = torch.tensor([value], dtype=torch.long, device="cuda" if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
-    return int(tensor.item())
-
-
 def _all_reduce_counts(counts: dict[str, int]) -> dict[str, int]:
-    """Sum integer counters over data-parallel ranks (identity without torch.distributed)."""
+    """Sum integer counters over data-parallel ranks."""
+    keys = sorted(counts)
+    return dict(zip(keys, _all_reduce_ints([counts[k] for k in keys], "SUM")))
+
+
+def _all_reduce_ints(values: list[int], op: str) -> list[int]:
+    """``values`` reduced element-wise over data-parallel ranks by ``op`` (identity without torch.distributed)."""
     dist = torch.distributed
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return dict(counts)
-    keys = sorted(counts)
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    tensor = torch.tensor([counts[k] for k in keys], dtype=torch.long, device=device)
-    dist.all_reduce(tensor)
-    return dict(zip(keys, tensor.tolist()))
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.long, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(tensor, op=getattr(dist.ReduceOp, op))
+    return tensor.tolist()
