@@ -118,10 +118,9 @@ def measured(command: list[str]) -> tuple[str, float]:
 
 
 def run_lm_eval(task: str, data: Path, args: argparse.Namespace) -> dict:
-    lm_eval = str(Path(sys.executable).parent / "lm_eval")
     with tempfile.TemporaryDirectory() as results:
         text, rss = measured([
-            lm_eval, "--model", "nextlaw", "--tasks", task, "--batch_size", str(args.batch_size),
+            sys.executable, "-m", "lm_eval", "--model", "nextlaw", "--tasks", task, "--batch_size", str(args.batch_size),
             "--model_args", f"pretrained={args.model_dir},dtype={args.dtype}", "--device", args.device,
             "--metadata", json.dumps({"nextlaw_data": str(data)}), "--output_path", results,
         ])

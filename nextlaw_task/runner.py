@@ -28,7 +28,9 @@ from nextlaw_task.stats import ResidualStatistics
 
 logger = logging.getLogger(__name__)
 
-#: float64 working memory per chunk of rows normalized and accumulated at once (at least MIN_CHUNK_ROWS rows)
+#: float64 working memory per chunk of rows normalized and accumulated at once: at least MIN_CHUNK_ROWS rows,
+#: and at least the hidden size d, so the working memory stays within one state's d^2 statistics and the
+#: Gram update's inner dimension is no shorter than its output (big GEMMs on a GPU)
 CHUNK_BYTES = 8 * 2**20
 MIN_CHUNK_ROWS = 1024
 
@@ -126,7 +128,7 @@ class CorpusRunner:
             mine = [s for s in group.states if s in states]
             group.stats = None if not mine else ResidualStatistics(
                 mine, measures=self._measures[id(group)], n_folds=group.spec.folds, vocab_size=self._vocab_size,
-                seed=group.spec.seed, device=device,
+                seed=group.spec.seed, device=device, check_values=False,  # feed() checks once per batch
             )
 
     def end_pass(self) -> None:
@@ -152,6 +154,12 @@ class CorpusRunner:
         for i, doc in enumerate(batch):
             ids[i, : lengths[i]] = torch.tensor(doc.tokens, dtype=torch.long)
         mask = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).long()
+        top = int(ids.max()) if ids.numel() else 0
+        if top >= self._vocab_size:
+            raise ValueError(
+                f"token id {top} is outside the tokenizer's vocabulary of {self._vocab_size}: "
+                "the documents were tokenized by another tokenizer"
+            )
 
         # Rows of the flattened (batch * time) states that each group samples, with targets and docs.
         plan: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
@@ -200,7 +208,8 @@ class CorpusRunner:
 
         # The rows go through normalization and statistics in chunks of bounded size, so the
         # float64 working memory does not grow with the batch (long documents, large batches).
-        chunk = max(MIN_CHUNK_ROWS, CHUNK_BYTES // (8 * self.layout.hidden_size))
+        d = self.layout.hidden_size
+        chunk = max(MIN_CHUNK_ROWS, CHUNK_BYTES // (8 * d), d)
         spans: dict[int, list[tuple[int, int, int, int]]] = {}
         for index, (rows, _, _) in plan.items():
             total = shared[self.groups[index].spec.normalize].numel()
@@ -209,7 +218,10 @@ class CorpusRunner:
             bounds = edges if pick is None else torch.searchsorted(pick, torch.tensor(edges, device=pick.device)).tolist()
             spans[index] = [(edges[k], edges[k + 1], bounds[k], bounds[k + 1]) for k in range(len(edges) - 1)]
 
+        dtypes: set[torch.dtype] = set()
+
         def sink(state: int, hidden: torch.Tensor) -> None:
+            dtypes.add(hidden.dtype)
             flat = hidden.reshape(-1, hidden.shape[-1])
             for how, rows in shared.items():
                 members = [
@@ -227,24 +239,23 @@ class CorpusRunner:
                             continue
                         pick = picks[index]
                         features = normalized if pick is None else normalized.index_select(0, pick[first:last] - low)
-                        self._fit(index, state, features, plan[index][1][first:last], plan[index][2][first:last], hidden.dtype)
+                        self.groups[index].stats.partial_fit(
+                            state, features, plan[index][1][first:last], plan[index][2][first:last]
+                        )
 
         wanted = sorted({s for index in plan for s in self.groups[index].stats.states})
         run_decoder(self.layout, ids.to(device), mask.to(device), wanted, sink, self.before_norm)
-
-    def _fit(self, index: int, state: int, features: torch.Tensor, targets: torch.Tensor, docs: torch.Tensor,
-             dtype: torch.dtype) -> None:
-        group = self.groups[index]
-        try:
-            group.stats.partial_fit(state, features, targets, docs)
-        except ValueError:
-            if bool(torch.isfinite(features).all()):
-                raise
-            raise ValueError(
-                f"{', '.join(group.members)}: state {state} holds NaN or infinite values: the model, "
-                f"computing in {dtype}, overflowed; run it in a wider dtype: "
-                "--model_args dtype=bfloat16 (or dtype=float32)"
-            ) from None
+        # Once per batch, not per state (each check waits for the device): a non-finite feature
+        # leaves a non-finite sum behind, so the first bad batch is caught here.
+        for index in plan:
+            group = self.groups[index]
+            bad = group.stats.non_finite_states()
+            if bad:
+                raise ValueError(
+                    f"{', '.join(group.members)}: state {bad[0]} holds NaN or infinite values: the model, "
+                    f"computing in {', '.join(map(str, sorted(dtypes, key=str)))}, overflowed; run it in a wider "
+                    "dtype: --model_args dtype=bfloat16 (or dtype=float32)"
+                )
 
     def finish(self, name: str) -> dict[str, float]:
         """Reduce across ranks (once per group) and turn one task's statistics into its metrics."""

@@ -173,6 +173,10 @@ class ResidualStatistics:
         ``torch.randperm(vocab_size, generator=torch.Generator().manual_seed(seed))``.
     seed: seed of that permutation.
     device: where the statistics live; None = the device of the first features seen.
+    check_values: check every batch's target range and finiteness in ``partial_fit`` (each check
+        waits for the device). A caller that checks its targets once per batch for all states, and
+        calls ``non_finite_states()`` after the batch, turns it off; ``compute()`` always refuses
+        statistics that hold NaN or infinite sums.
     """
 
     def __init__(
@@ -183,6 +187,7 @@ class ResidualStatistics:
         vocab_size: int | None = None,
         seed: int = 666,
         device: torch.device | str | None = None,
+        check_values: bool = True,
     ) -> None:
         self.states = _check_states(states)
         self.measures = _check_measures(measures)
@@ -194,6 +199,7 @@ class ResidualStatistics:
         self.vocab_size = vocab_size
         self.seed = int(seed)
         self._device = None if device is None else torch.device(device)
+        self.check_values = bool(check_values)
         self._hidden_size: int | None = None
         self._stats: dict[int, _StateStats] = {}
         self._classes: _ClassIndex | None = None
@@ -262,7 +268,8 @@ class ResidualStatistics:
         shift = entry.shift if entry is not None else z.mean(0)
         z.sub_(shift)
         column_sums = z.sum(0)
-        self._check_finite(state, features, column_sums)
+        if self.check_values:
+            self._check_finite(state, features, column_sums)
         self._device, self._hidden_size = device, features.shape[1]
         if entry is None:
             entry = self._stats[state] = _StateStats.empty(shift, self._groups, self._hidden_size, self._with_classes)
@@ -302,7 +309,7 @@ class ResidualStatistics:
                     f"state {state}: documents must be integer document indices of shape ({n},), "
                     f"got {documents.dtype} of shape {tuple(documents.shape)}"
                 )
-        if n:
+        if n and self.check_values:
             self._check_target_range(state, targets)
         return features, targets.long(), documents
 
@@ -339,6 +346,18 @@ class ResidualStatistics:
             f"state {state}: {bad} feature values are NaN or infinite (dtype {features.dtype}); "
             "the model overflowed: run it in a wider dtype (bfloat16 or float32 instead of float16)"
         )
+
+    def non_finite_states(self) -> list[int]:
+        """States whose sums hold NaN or infinite values (one wait for the device, for all states).
+
+        A float64 sum of finite 16/32-bit values cannot overflow, so these states were fed
+        non-finite features; once there, a non-finite value stays in the sums.
+        """
+        fed = [s for s in self.states if s in self._stats]
+        if not fed:
+            return []
+        finite = torch.stack([torch.isfinite(self._stats[s].z).all() for s in fed]).tolist()
+        return [s for s, ok in zip(fed, finite) if not ok]
 
     def _accumulate(self, entry: _StateStats, z: Tensor, column_sums: Tensor, fold: Tensor | None) -> None:
         if fold is None:
@@ -479,6 +498,12 @@ class ResidualStatistics:
         """Every measure for every state, from the statistics; logs each warning once per accumulator."""
         if self._hidden_size is None:
             raise ValueError("compute() needs statistics: call partial_fit (or merge / all_reduce) first")
+        bad = self.non_finite_states()
+        if bad:
+            raise ValueError(
+                f"states {bad}: the statistics hold NaN or infinite sums: NaN or infinite features were fed; "
+                "if a model computed them, run it in a wider dtype (bfloat16 or float32 instead of float16)"
+            )
         d = self._hidden_size
         columns = {m: j for j, m in enumerate(self._scalar_columns)}
         size = d + len(columns)

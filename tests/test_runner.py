@@ -178,3 +178,9 @@ def test_rows_in_small_chunks_give_the_same_statistics(tiny_models, monkeypatch)
         assert chunked[spec.task] == pytest.approx(whole[spec.task], rel=1e-9, nan_ok=True), spec.task
     features, targets = hidden_state_samples(model, docs, "previous")
     assert chunked["previous"][metric_name(2, 3)] == pytest.approx(ols_pr(features[2], targets), rel=1e-6)
+
+
+def test_token_ids_outside_the_vocabulary_are_refused_before_the_pass(tiny_models):
+    runner = CorpusRunner(locate_states(tiny_models["llama"]), [MeasurementSpec(task="t")], VOCAB)
+    with pytest.raises(ValueError, match=f"token id {VOCAB} is outside the tokenizer's vocabulary of {VOCAB}"):
+        runner.feed([Document((1, 2, VOCAB), (("t", 0),))], "cpu")

@@ -172,6 +172,22 @@ def test_non_finite_first_batch_leaves_nothing_behind() -> None:
     assert acc.hidden_size is None and acc.n_tokens == 0
 
 
+def test_unchecked_batches_defer_the_finiteness_check_to_one_call_for_all_states() -> None:
+    stream = make_stream(42, n=120, d=4, dtype=torch.float16, offset=0.0)
+    checked = ResidualStatistics([0, 1, 2])
+    unchecked = ResidualStatistics([0, 1, 2], check_values=False)
+    bad = stream.features.clone()
+    bad[7, 1] = float("nan")
+    for state in (0, 1, 2):
+        checked.partial_fit(state, stream.features, stream.targets)
+        unchecked.partial_fit(state, bad if state == 1 else stream.features, stream.targets)
+    assert checked.non_finite_states() == [] and unchecked.non_finite_states() == [1]
+    with pytest.raises(ValueError, match=r"states \[1\]: the statistics hold NaN or infinite sums.*wider dtype"):
+        unchecked.compute()
+    clean = ResidualStatistics([0], check_values=False).partial_fit(0, stream.features, stream.targets)
+    results_close(clean.compute(), ResidualStatistics([0]).partial_fit(0, stream.features, stream.targets).compute())
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [

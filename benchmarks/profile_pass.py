@@ -1,0 +1,124 @@
+"""Where the time of nextlaw's pass goes, stage by stage, in one process (the model loaded once).
+
+    python benchmarks/profile_pass.py                                   # SmolLM2 on the CPU
+    python benchmarks/profile_pass.py --model random-llama-7b --device cuda --dtype bfloat16
+
+On the batches of ``bench_pipeline.py`` (same corpus, tokenization, order and batch size) it times
+cumulative stages, so that each difference is what one stage adds:
+
+- floor:      the base network alone, nothing captured;
+- hooks:      the same pass with every state handed to a sink that does nothing;
+- normalize:  the sink also takes each state's rows and normalizes them in float64;
+- statistics: ``CorpusRunner.feed``, all that nextlaw does per batch (the float64 Gram updates too);
+- solve:      the end of the pass: every state's least squares and the law.
+
+Every stage runs ``--repeats`` times after one warm-up batch; the fastest run counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_pipeline  # noqa: E402  (the benchmark's corpus, models and batches)
+
+from nextlaw_task.capture import locate_states, run_decoder  # noqa: E402
+from nextlaw_task.normalize import FinalNorm, normalize_states  # noqa: E402
+from nextlaw_task.options import MeasurementSpec  # noqa: E402
+from nextlaw_task.runner import CorpusRunner, Document  # noqa: E402
+
+
+def timed(step, work, device: str, repeats: int) -> float:
+    """Fastest of ``repeats`` passes of ``step`` over ``work``, after a warm-up on the first batch."""
+    step(*work[0])
+    bench_pipeline.synchronize(device)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for batch in work:
+            step(*batch)
+        bench_pipeline.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=["smollm2", *bench_pipeline.RANDOM_LLAMAS], default="smollm2")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    parser.add_argument("--sentences", type=int, help="corpus size (default: 300 on CPU, 3000 on CUDA)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--austen", type=Path, default=bench_pipeline.REPO.parent / "shared" / "data" / "austen")
+    parser.add_argument("--out", type=Path, default=bench_pipeline.REPO / "benchmarks" / "out")
+    args = parser.parse_args()
+    args.sentences = args.sentences or (3000 if args.device.startswith("cuda") else 300)
+    args.out = args.out.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.model_dir = bench_pipeline.model_dir(args.model, args.out, args.device, args.dtype)
+    data = bench_pipeline.corpus(args.sentences, args.out, args.austen)
+    token_batches = bench_pipeline.batches(data, args.model_dir, args.batch_size)
+    work = [(batch, *bench_pipeline.padded(batch, args.device)) for batch in token_batches]
+    tokens = sum(len(t) for batch in token_batches for t in batch)
+
+    decoder = bench_pipeline.base_network(args)
+    layout = locate_states(decoder)
+    states = list(range(layout.n_layers + 1))
+    final_norm = FinalNorm.of(layout.final_norm, layout.model_type)
+    vocab = len(__import__("transformers").AutoTokenizer.from_pretrained(args.model_dir))
+
+    def floor(_batch, ids, mask):
+        with torch.inference_mode():
+            decoder(input_ids=ids, attention_mask=mask, use_cache=False)
+
+    def hooks(_batch, ids, mask):
+        run_decoder(layout, ids, mask, states, lambda state, hidden: None)
+
+    def normalize(_batch, ids, mask):
+        rows = torch.nonzero(mask.flatten()).flatten()
+
+        def sink(state: int, hidden: torch.Tensor) -> None:
+            flat = hidden.reshape(-1, hidden.shape[-1]).index_select(0, rows)
+            normalize_states(flat, state, layout.n_layers, "initialized_ln", final_norm)
+
+        run_decoder(layout, ids, mask, states, sink)
+
+    spec = MeasurementSpec(task="nextlaw_equilearning")
+    documents = [[Document(tuple(t), ((spec.task, i),)) for i, t in enumerate(batch)] for batch in token_batches]
+    runner: list[CorpusRunner] = []
+
+    def statistics(batch, _ids, _mask):
+        if not runner:
+            runner.append(CorpusRunner(layout, [spec], vocab))
+        runner[0].feed(documents[token_batches.index(batch)], args.device)
+
+    seconds = {"floor": timed(floor, work, args.device, args.repeats)}
+    seconds["hooks"] = timed(hooks, work, args.device, args.repeats)
+    seconds["normalize"] = timed(normalize, work, args.device, args.repeats)
+    seconds["statistics"] = timed(statistics, work, args.device, 1)
+    start = time.perf_counter()
+    runner[0].finish(spec.task)
+    bench_pipeline.synchronize(args.device)
+    seconds["solve"] = time.perf_counter() - start
+
+    device = bench_pipeline.cuda_name() if args.device.startswith("cuda") else args.device
+    lines = [f"{args.model} ({args.dtype}) on {device}, {len(token_batches)} batches, {tokens} tokens",
+             "| stage | seconds | x floor | tokens/s |", "|---|---:|---:|---:|"]
+    for name, value in seconds.items():
+        total = value if name != "solve" else seconds["statistics"] + value
+        lines.append(f"| {name} | {value:.2f} | {total / seconds['floor']:.3f} | {tokens / value:.0f} |")
+    report = {"model": args.model, "dtype": args.dtype, "device": device, "tokens": tokens, "seconds": seconds}
+    stem = f"profile_{args.model}_{args.device.split(':')[0]}"
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
