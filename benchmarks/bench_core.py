@@ -2,6 +2,7 @@
 
 For each hidden size d it times, on one batch of n tokens:
 - one float32 GEMM (n x d)^T (n x d) and one float64 GEMM of the same shape (the yardsticks),
+- the symmetric float64 Gram update alone with 1, 2, 4, 8 and 16 blocks (k blocks do (k + 1) / 2k of a GEMM),
 - ``ResidualStatistics.partial_fit`` for one state with the id measure, and with onehot,
 and then ``compute()`` for all four measures (in-sample) after ``--tokens`` tokens.
 
@@ -20,10 +21,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from nextlaw_task.stats import ResidualStatistics
+from nextlaw_task.stats import ResidualStatistics, _add_gram
 
 ALL_MEASURES = ("id", "shuffled_id", "onehot", "separation_fuzziness")
 VOCAB = 32_000
+#: block counts of the symmetric Gram update timed (the engine uses one per 128 columns, at most 8)
+GRAM_BLOCKS = (1, 2, 4, 8, 16)
 
 
 def _sync(device: torch.device) -> None:
@@ -58,6 +61,9 @@ def bench_dim(d: int, batch: int, tokens: int, repeats: int, device: torch.devic
     row: dict[str, float] = {"d": d, "batch": batch}
     row["gemm_fp32_us_per_token"] = _best_seconds(lambda: features.T @ features, device, repeats) * us
     row["gemm_fp64_us_per_token"] = _best_seconds(lambda: f64.T @ f64, device, repeats) * us
+    zz = f64.new_zeros(d, d)
+    for blocks in GRAM_BLOCKS:
+        row[f"gram_{blocks}_blocks_us_per_token"] = _best_seconds(lambda: _add_gram(zz, f64, blocks), device, repeats) * us
     for measure in ("id", "onehot"):
         acc = ResidualStatistics([0], (measure,), vocab_size=VOCAB, device=device, check_values=False)  # as the runner
         seconds = _best_seconds(lambda: acc.partial_fit(0, features, targets), device, repeats)
@@ -95,6 +101,9 @@ def main() -> None:
             f"{r['update_id_us_per_token']:>10.2f} {r['update_onehot_us_per_token']:>11.2f} "
             f"{r['compute_all_measures_s']:>10.2f} {r['compute_classes']:>8}"
         )
+    print("float64 Gram update by block count, us per token: " + "; ".join(
+        f"d={r['d']}: " + ", ".join(f"{k}: {r[f'gram_{k}_blocks_us_per_token']:.2f}" for k in GRAM_BLOCKS) for r in rows
+    ))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         meta = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor()}

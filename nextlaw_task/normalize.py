@@ -83,9 +83,16 @@ class FinalNorm:
 
 
 def _unit_norm(x: torch.Tensor, norm: FinalNorm) -> torch.Tensor:
+    """``x`` (any float dtype) over its root mean square per token (centered first for a LayerNorm), in float64.
+
+    For an RMSNorm this reads ``x`` twice and writes the result once: the sum of squares and the
+    product are taken in float64 straight from the model's dtype, without a float64 copy first.
+    """
     if norm.kind == "layer":
+        x = x.double()
         x = x - x.mean(dim=-1, keepdim=True)
-    return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + norm.eps)
+    mean_square = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float64).square_().div_(x.shape[-1])
+    return torch.mul(x, mean_square.add_(norm.eps).rsqrt_())
 
 
 def normalize_states(
@@ -95,12 +102,11 @@ def normalize_states(
 
     ``before_norm``: state L was read at the final norm's input; the norm is applied here first.
     """
-    x = hidden.double()
-    if state == last_state and before_norm:
-        x = norm.apply(x)
+    x = norm.apply(hidden.double()) if state == last_state and before_norm else hidden
     if how == "none" or (how == "initialized_ln" and state == last_state):
-        return x
+        return x.double()
     if how == "standardize":
+        x = x.double()
         centered = x - x.mean(dim=-1, keepdim=True)
         std = centered.pow(2).mean(dim=-1, keepdim=True).sqrt()
         return centered / torch.where(std > 0, std, torch.ones_like(std))

@@ -527,10 +527,20 @@ class ResidualStatistics:
         return (f"states saw different numbers of samples ({listed}): feed every state the same batches",)
 
 
-def _add_gram(zz: Tensor, z: Tensor) -> None:
+def gram_blocks(size: int, device: torch.device) -> int:
+    """Blocks per side of the symmetric Gram update: k blocks do (k + 1) / 2k of a full GEMM's work.
+
+    At most 8, and one per 128 columns on a CPU but one per 512 on a GPU, where narrower block rows
+    leave it idle (``benchmarks/bench_core.py`` times 1 to 16 blocks; on an H200 the fastest were 1-2
+    at d = 576, 4 at 2048 and 8 at 4096).
+    """
+    return max(1, min(8, size // (512 if device.type == "cuda" else 128)))
+
+
+def _add_gram(zz: Tensor, z: Tensor, blocks: int | None = None) -> None:
     """Add z'z to the upper block triangle of ``zz``: one GEMM per block row, k(k+1)/2 of k^2 blocks."""
     size = z.shape[1]
-    blocks = max(1, min(8, size // 128))
+    blocks = gram_blocks(size, z.device) if blocks is None else max(1, min(blocks, size))
     edges = [size * i // blocks for i in range(blocks + 1)]
     for start, stop in zip(edges[:-1], edges[1:]):
         zz[start:stop, start:].addmm_(z[:, start:stop].T, z[:, start:])

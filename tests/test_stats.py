@@ -24,7 +24,7 @@ from engine_helpers import (
     relative_error,
     results_close,
 )
-from nextlaw_task.stats import ResidualStatistics, _add_gram, _symmetric
+from nextlaw_task.stats import ResidualStatistics, _add_gram, _symmetric, gram_blocks
 
 
 def _split(stream: Stream, parts: list[np.ndarray]) -> list[Stream]:
@@ -247,15 +247,21 @@ def test_shuffled_id_uses_the_documented_permutation() -> None:
     assert relative_error(value["shuffled_id"].values[0], expected) < 1e-9
 
 
-@pytest.mark.parametrize("size", [5, 256, 700, 1100])
-def test_blocked_gram_update_holds_the_exact_upper_triangle(size: int) -> None:
+@pytest.mark.parametrize(("size", "blocks"), [(5, None), (256, None), (700, None), (1100, None), (700, 3), (9, 16)])
+def test_blocked_gram_update_holds_the_exact_upper_triangle(size: int, blocks: int | None) -> None:
     rng = np.random.default_rng(size)
     parts = [torch.tensor(rng.normal(size=(n, size))) for n in (50, 31)]
     zz = torch.zeros(size, size, dtype=torch.float64)
     for z in parts:
-        _add_gram(zz, z)
+        _add_gram(zz, z, blocks)
     stacked = torch.cat(parts)
     expected = stacked.T @ stacked
     assert torch.allclose(_symmetric(zz), expected, rtol=1e-12, atol=1e-10)
     if size >= 256:
         assert not torch.any(torch.tril(zz, -size // 2)), "blocks below the diagonal are not computed"
+
+
+def test_gram_blocks_are_wider_on_a_gpu() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert [gram_blocks(d, cpu) for d in (5, 130, 578, 4098)] == [1, 1, 4, 8]
+    assert [gram_blocks(d, cuda) for d in (5, 578, 2050, 4098)] == [1, 1, 4, 8]
