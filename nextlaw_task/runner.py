@@ -58,6 +58,25 @@ class Group:
     members: tuple[str, ...]
     counts: dict[str, int] = field(default_factory=lambda: {"docs": 0, "truncated": 0, "too_short": 0})
     results: dict[str, MeasureResult] | None = None
+    #: An in-sample ``id`` group whose positions differ from another in-sample group's (its base) only
+    #: at document edges is derived from it: its targets on the base's rows ride in the base's extra
+    #: column ``column``, and its own statistics hold only the rows where the two differ (signed).
+    base: Group | None = None
+    column: int = -1
+    derived: list[Group] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Feed:
+    """What one accumulator is fed from one batch: rows of the flattened states, targets, documents,
+    extra columns (a base group's) and the sign (-1: rows that a derived group lacks)."""
+
+    group: int
+    sign: int
+    rows: torch.Tensor
+    targets: torch.Tensor
+    docs: torch.Tensor
+    extra: torch.Tensor | None
 
 
 def metric_name(state: int, n_layers: int, prefix: str = "pr_layer") -> str:
@@ -66,7 +85,18 @@ def metric_name(state: int, n_layers: int, prefix: str = "pr_layer") -> str:
 
 
 def _sharing_key(spec: MeasurementSpec) -> tuple:
-    return (spec.target, spec.normalize, spec.layers, spec.folds, spec.seed, spec.data, spec.max_tokens)
+    return (spec.target, *_rows_key(spec), spec.folds)
+
+
+def _rows_key(spec: MeasurementSpec) -> tuple:
+    """What makes two groups' features the same on the rows they both sample."""
+    return (spec.normalize, spec.layers, spec.seed, spec.data, spec.max_tokens)
+
+
+def _minus(first: range, second: range) -> list[range]:
+    """``first`` without ``second`` (unit-step ranges), as at most two ranges."""
+    parts = [range(first.start, min(first.stop, second.start)), range(max(first.start, second.stop), first.stop)]
+    return [part for part in parts if part] if second else ([first] if first else [])
 
 
 class CorpusRunner:
@@ -102,6 +132,14 @@ class CorpusRunner:
             self._measures[id(group)] = tuple(dict.fromkeys(s.measure for s in shared))
             self.groups.append(group)
             self.group_of.update({s.task: group for s in shared})
+        bases: dict[tuple, Group] = {}
+        for group in self.groups:
+            if group.spec.folds:
+                continue
+            base = bases.setdefault(_rows_key(group.spec), group)
+            if base is not group and self._measures[id(group)] == ("id",):
+                group.base, group.column = base, len(base.derived)
+                base.derived.append(group)
         self.states = tuple(sorted({s for group in self.groups for s in group.states}))
         self._vocab_size = vocab_size
         self._passes_done = 0
@@ -112,7 +150,7 @@ class CorpusRunner:
         """Float64 statistics each state needs, summed over the groups that measure it (no class sums)."""
         return {
             state: sum(
-                ResidualStatistics.memory_bytes(1, hidden_size, self._measures[id(g)], g.spec.folds)
+                ResidualStatistics.memory_bytes(1, hidden_size, self._measures[id(g)], g.spec.folds, extra_columns=len(g.derived))
                 for g in self.groups
                 if state in g.states
             )
@@ -129,20 +167,25 @@ class CorpusRunner:
             group.stats = None if not mine else ResidualStatistics(
                 mine, measures=self._measures[id(group)], n_folds=group.spec.folds, vocab_size=self._vocab_size,
                 seed=group.spec.seed, device=device, check_values=False,  # feed() checks once per batch
+                extra_columns=len(group.derived),
             )
 
     def end_pass(self) -> None:
         """Reduce across ranks, solve this pass's states, keep their results and free their statistics."""
-        for group in self.groups:
-            if group.stats is None:
-                continue
-            if self.data_parallel:  # only when the harness split the documents over the ranks
-                with torch.inference_mode():  # the statistics are inference tensors, made in the forward pass
+        active = [group for group in self.groups if group.stats is not None]
+        if self.data_parallel:  # only when the harness split the documents over the ranks
+            with torch.inference_mode():  # the statistics are inference tensors, made in the forward pass
+                for group in active:
                     group.stats.all_reduce()
-            results = group.stats.compute()
+        for group in active:
+            results = (
+                group.stats.compute() if group.base is None
+                else {"id": group.base.stats.compute_with(group.stats, group.column)}
+            )
             group.results = results if group.results is None else {
                 measure: _union(group.results[measure], result) for measure, result in results.items()
             }
+        for group in active:
             group.stats = None
         self._passes_done += 1
 
@@ -161,62 +204,76 @@ class CorpusRunner:
                 "the documents were tokenized by another tokenizer"
             )
 
-        # Rows of the flattened (batch * time) states that each group samples, with targets and docs.
-        plan: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        # The positions each group samples in each document (empty where it does not own the document).
+        sampled: dict[int, list[range]] = {}
+        document_ids: dict[int, list[int]] = {}
         for index, group in enumerate(self.groups):
             if group.stats is None:
                 continue
-            offset, first, drop = group.spec.positions
-            rows, targets, docs = [], [], []
+            _, first, drop = group.spec.positions
+            sampled[index], document_ids[index] = [], []
             for i, doc in enumerate(batch):
                 owned = {doc_id for owner, doc_id in doc.owners if owner in group.members}
-                if not owned:
-                    continue
-                if len(owned) != 1 or sum(owner in group.members for owner, _ in doc.owners) != len(group.members):
+                if owned and (len(owned) != 1 or sum(owner in group.members for owner, _ in doc.owners) != len(group.members)):
                     raise RuntimeError(
                         f"tasks {', '.join(group.members)} measure the same corpus but were given different "
                         "documents; run them in separate lm_eval calls"
                     )
-                positions = range(first, lengths[i] - drop)
-                if self._passes_done == 0:
+                positions = range(first, max(first, lengths[i] - drop)) if owned else range(0)
+                if owned and self._passes_done == 0:
                     group.counts["docs"] += 1
                     group.counts["truncated"] += doc.truncated
                     group.counts["too_short"] += not positions
-                if not positions:
-                    continue
-                rows.append(torch.arange(positions.start, positions.stop) + i * width)
-                targets.append(ids[i, positions.start + offset : positions.stop + offset])
-                docs.append(torch.full((len(positions),), owned.pop(), dtype=torch.long))
-            if rows:
-                plan[index] = (torch.cat(rows).to(device), torch.cat(targets).to(device), torch.cat(docs).to(device))
-        if not plan:
-            return
+                sampled[index].append(positions)
+                document_ids[index].append(owned.pop() if owned else -1)
 
-        # Groups with the same normalization share one normalized copy of the rows any of them
+        # What each accumulator is fed: rows of the flattened (batch * time) states, their targets,
+        # documents and extra columns, and the sign. A group derived from a base (see Group) is fed
+        # only the rows where its positions and the base's differ; its targets on the base's rows
+        # ride in the base's extra columns.
+        feeds: list[_Feed] = []
+        for index, group in enumerate(self.groups):
+            if group.stats is None:
+                continue
+            if group.base is None:
+                extra = [(sampled[self.groups.index(g)], g.spec.positions[0]) for g in group.derived]
+                spans = [[positions] for positions in sampled[index]]
+                feeds.append(self._feed(index, 1, ids, spans, document_ids[index], group.spec.positions[0], extra))
+                continue
+            base = sampled[self.groups.index(group.base)]
+            added = [_minus(mine, theirs) for mine, theirs in zip(sampled[index], base)]
+            removed = [_minus(theirs, mine) for mine, theirs in zip(sampled[index], base)]
+            feeds.append(self._feed(index, 1, ids, added, document_ids[index], group.spec.positions[0]))
+            feeds.append(self._feed(index, -1, ids, removed, document_ids[index], None))
+        feeds = [f for f in feeds if f.rows.numel()]
+        if not feeds:
+            return
+        feeds = [dataclasses.replace(f, rows=f.rows.to(device), targets=f.targets.to(device), docs=f.docs.to(device),
+                                     extra=None if f.extra is None else f.extra.to(device)) for f in feeds]
+
+        # Feeds with the same normalization share one normalized copy of the rows any of them
         # samples; each then takes its own rows from it (or all of it, when they coincide).
         shared: dict[str, torch.Tensor] = {}
-        for index in plan:
-            how = self.groups[index].spec.normalize
-            shared[how] = plan[index][0] if how not in shared else torch.cat([shared[how], plan[index][0]])
+        for f in feeds:
+            how = self.groups[f.group].spec.normalize
+            shared[how] = f.rows if how not in shared else torch.cat([shared[how], f.rows])
         shared = {how: torch.unique(rows) for how, rows in shared.items()}
-        picks = {
-            index: None
-            if torch.equal(rows, shared[self.groups[index].spec.normalize])
-            else torch.searchsorted(shared[self.groups[index].spec.normalize], rows)
-            for index, (rows, _, _) in plan.items()
-        }
+        picks = [
+            None if torch.equal(f.rows, shared[self.groups[f.group].spec.normalize])
+            else torch.searchsorted(shared[self.groups[f.group].spec.normalize], f.rows)
+            for f in feeds
+        ]
 
         # The rows go through normalization and statistics in chunks of bounded size, so the
         # float64 working memory does not grow with the batch (long documents, large batches).
         d = self.layout.hidden_size
         chunk = max(MIN_CHUNK_ROWS, CHUNK_BYTES // (8 * d), d)
-        spans: dict[int, list[tuple[int, int, int, int]]] = {}
-        for index, (rows, _, _) in plan.items():
-            total = shared[self.groups[index].spec.normalize].numel()
+        spans: list[list[tuple[int, int, int, int]]] = []
+        for f, pick in zip(feeds, picks):
+            total = shared[self.groups[f.group].spec.normalize].numel()
             edges = list(range(0, total, chunk)) + [total]
-            pick = picks[index]
             bounds = edges if pick is None else torch.searchsorted(pick, torch.tensor(edges, device=pick.device)).tolist()
-            spans[index] = [(edges[k], edges[k + 1], bounds[k], bounds[k + 1]) for k in range(len(edges) - 1)]
+            spans.append([(edges[k], edges[k + 1], bounds[k], bounds[k + 1]) for k in range(len(edges) - 1)])
 
         dtypes: set[torch.dtype] = set()
 
@@ -225,29 +282,30 @@ class CorpusRunner:
             flat = hidden.reshape(-1, hidden.shape[-1])
             for how, rows in shared.items():
                 members = [
-                    index for index in plan
-                    if self.groups[index].spec.normalize == how and state in self.groups[index].stats.states
+                    k for k, f in enumerate(feeds)
+                    if self.groups[f.group].spec.normalize == how and state in self.groups[f.group].stats.states
                 ]
-                for k, start in enumerate(range(0, rows.numel(), chunk)):
+                for c, start in enumerate(range(0, rows.numel(), chunk)):
                     normalized = normalize_states(
                         flat.index_select(0, rows[start : start + chunk]), state, self.n_layers, how, self.final_norm,
                         self.before_norm,
                     )
-                    for index in members:
-                        low, _, first, last = spans[index][k]
+                    for k in members:
+                        low, _, first, last = spans[k][c]
                         if first == last:
                             continue
-                        pick = picks[index]
+                        f, pick = feeds[k], picks[k]
                         features = normalized if pick is None else normalized.index_select(0, pick[first:last] - low)
-                        self.groups[index].stats.partial_fit(
-                            state, features, plan[index][1][first:last], plan[index][2][first:last]
+                        self.groups[f.group].stats.partial_fit(
+                            state, features, f.targets[first:last], f.docs[first:last],
+                            None if f.extra is None else f.extra[first:last], sign=f.sign,
                         )
 
-        wanted = sorted({s for index in plan for s in self.groups[index].stats.states})
+        wanted = sorted({s for f in feeds for s in self.groups[f.group].stats.states})
         run_decoder(self.layout, ids.to(device), mask.to(device), wanted, sink, self.before_norm)
         # Once per batch, not per state (each check waits for the device): a non-finite feature
         # leaves a non-finite sum behind, so the first bad batch is caught here.
-        for index in plan:
+        for index in sorted({f.group for f in feeds}):
             group = self.groups[index]
             bad = group.stats.non_finite_states()
             if bad:
@@ -256,6 +314,32 @@ class CorpusRunner:
                     f"computing in {', '.join(map(str, sorted(dtypes, key=str)))}, overflowed; run it in a wider "
                     "dtype: --model_args dtype=bfloat16 (or dtype=float32)"
                 )
+
+    @staticmethod
+    def _feed(group: int, sign: int, ids: torch.Tensor, positions: list[list[range]], documents: list[int],
+              offset: int | None, extra: Sequence[tuple[list[range], int]] = ()) -> _Feed:
+        """Rows of ``positions`` (ranges per document), their targets (the token at position + ``offset``,
+        or 0 when None), documents, and one extra column per derived group in ``extra`` (its positions and
+        offset): its target where it samples the row, else 0."""
+        width = ids.shape[1]
+        rows, targets, docs, columns = [], [], [], []
+        for i, span in ((i, span) for i, spans in enumerate(positions) for span in spans):
+            if not span:
+                continue
+            where = torch.arange(span.start, span.stop)
+            rows.append(where + i * width)
+            targets.append(ids[i, where + offset] if offset is not None else torch.zeros_like(where))
+            docs.append(torch.full((len(span),), documents[i], dtype=torch.long))
+            if extra:
+                columns.append(torch.stack([
+                    torch.where((where >= theirs[i].start) & (where < theirs[i].stop),
+                                ids[i, (where + their_offset).clamp(0, width - 1)], 0)
+                    for theirs, their_offset in extra
+                ], 1))
+        empty = torch.zeros(0, dtype=torch.long)
+        cat = (lambda parts: torch.cat(parts) if parts else empty)
+        extra_column = torch.cat(columns) if columns else (torch.zeros(0, len(extra)) if extra else None)
+        return _Feed(group, sign, cat(rows), cat(targets), cat(docs), extra_column)
 
     def finish(self, name: str) -> dict[str, float]:
         """Reduce across ranks (once per group) and turn one task's statistics into its metrics."""

@@ -173,6 +173,9 @@ class ResidualStatistics:
         ``torch.randperm(vocab_size, generator=torch.Generator().manual_seed(seed))``.
     seed: seed of that permutation.
     device: where the statistics live; None = the device of the first features seen.
+    extra_columns: number of further float columns kept after the scalar targets, given per row
+        by ``partial_fit(..., extra=...)``: targets of other row sets that share these features,
+        measured by :meth:`compute_with` (their sums ride on this Gram update at little cost).
     check_values: check every batch's target range and finiteness in ``partial_fit`` (each check
         waits for the device). A caller that checks its targets once per batch for all states, and
         calls ``non_finite_states()`` after the batch, turns it off; ``compute()`` always refuses
@@ -188,6 +191,7 @@ class ResidualStatistics:
         seed: int = 666,
         device: torch.device | str | None = None,
         check_values: bool = True,
+        extra_columns: int = 0,
     ) -> None:
         self.states = _check_states(states)
         self.measures = _check_measures(measures)
@@ -200,6 +204,9 @@ class ResidualStatistics:
         self.seed = int(seed)
         self._device = None if device is None else torch.device(device)
         self.check_values = bool(check_values)
+        if not isinstance(extra_columns, int) or extra_columns < 0:
+            raise ValueError(f"extra_columns must be an int >= 0, got {extra_columns!r}")
+        self.extra_columns = extra_columns
         self._hidden_size: int | None = None
         self._stats: dict[int, _StateStats] = {}
         self._classes: _ClassIndex | None = None
@@ -220,7 +227,7 @@ class ResidualStatistics:
         return max(self.n_folds, 1)
 
     def _config(self) -> tuple[Any, ...]:
-        return (self.states, self.measures, self.n_folds, self.vocab_size, self.seed)
+        return (self.states, self.measures, self.n_folds, self.vocab_size, self.seed, self.extra_columns)
 
     @property
     def hidden_size(self) -> int | None:
@@ -239,21 +246,37 @@ class ResidualStatistics:
 
     @staticmethod
     def memory_bytes(
-        n_states: int, hidden_size: int, measures: Sequence[str], n_folds: int, n_classes: int = 0
+        n_states: int, hidden_size: int, measures: Sequence[str], n_folds: int, n_classes: int = 0, extra_columns: int = 0
     ) -> int:
         """Bytes of statistics for ``n_states`` states (float64), excluding one batch's float64 copy."""
         groups = max(n_folds, 1)
-        size = hidden_size + sum(m in SCALAR_MEASURES for m in measures)
+        size = hidden_size + sum(m in SCALAR_MEASURES for m in measures) + extra_columns
         per_state = groups * (1 + size + size * size) + size
         if any(m in CLASS_MEASURES for m in measures):
             per_state += groups * n_classes * (hidden_size + 1)
         return 8 * n_states * per_state
 
     def partial_fit(
-        self, state: int, features: Tensor, targets: Tensor, documents: Tensor | None = None
+        self,
+        state: int,
+        features: Tensor,
+        targets: Tensor,
+        documents: Tensor | None = None,
+        extra: Tensor | None = None,
+        sign: int = 1,
     ) -> ResidualStatistics:
-        """Add one batch of ``features`` (n, d) with next-token ``targets`` (n,) for hidden ``state``."""
+        """Add one batch of ``features`` (n, d) with next-token ``targets`` (n,) for hidden ``state``.
+
+        ``extra`` (n, extra_columns) holds the extra columns' values. ``sign=-1`` subtracts the
+        batch instead: the sums then describe a row set minus these rows (scalar measures only),
+        which :meth:`compute_with` adds to another accumulator's rows.
+        """
         features, targets, documents = self._validated(state, features, targets, documents)
+        extra = self._validated_extra(state, extra, features.shape[0])
+        if sign not in (1, -1):
+            raise ValueError(f"sign must be 1 (add the rows) or -1 (subtract them), got {sign!r}")
+        if sign == -1 and self._with_classes:
+            raise ValueError("sign=-1 subtracts rows from scalar statistics only; the class measures keep no signed sums")
         if features.shape[0] == 0:
             return self
         device = self._device or features.device
@@ -263,7 +286,8 @@ class ResidualStatistics:
             fold = documents.to(device).remainder(self.n_folds)
             order = torch.argsort(fold, stable=True)
             features, targets, fold = features[order.to(features.device)], targets[order], fold[order]
-        z = self._augmented(features, targets, device)
+            extra = None if extra is None else extra[order.to(extra.device)]
+        z = self._augmented(features, targets, device, extra)
         entry = self._stats.get(state)
         shift = entry.shift if entry is not None else z.mean(0)
         z.sub_(shift)
@@ -273,11 +297,23 @@ class ResidualStatistics:
         self._device, self._hidden_size = device, features.shape[1]
         if entry is None:
             entry = self._stats[state] = _StateStats.empty(shift, self._groups, self._hidden_size, self._with_classes)
-        self._accumulate(entry, z, column_sums, fold)
+        self._accumulate(entry, z, column_sums, fold, sign)
         if self._with_classes:
             self._accumulate_classes(entry, z, targets, fold)
-        entry.count += z.shape[0]
+        entry.count += sign * z.shape[0]
         return self
+
+    def _validated_extra(self, state: int, extra: Tensor | None, n: int) -> Tensor | None:
+        if extra is None and not self.extra_columns:
+            return None
+        if extra is None:
+            raise ValueError(f"state {state}: the accumulator keeps {self.extra_columns} extra columns: pass extra (n, k)")
+        extra = torch.as_tensor(extra)
+        if extra.shape != (n, self.extra_columns):
+            raise ValueError(
+                f"state {state}: extra must have shape ({n}, {self.extra_columns}), got {tuple(extra.shape)}"
+            )
+        return extra
 
     def _validated(
         self, state: int, features: Tensor, targets: Tensor, documents: Tensor | None
@@ -320,14 +356,16 @@ class ResidualStatistics:
         if self.vocab_size is not None and high >= self.vocab_size:
             raise ValueError(f"state {state}: target id {high} >= vocab_size {self.vocab_size}")
 
-    def _augmented(self, features: Tensor, targets: Tensor, device: torch.device) -> Tensor:
-        """[features, scalar targets] as one (n, d + m) float64 matrix on ``device``."""
+    def _augmented(self, features: Tensor, targets: Tensor, device: torch.device, extra: Tensor | None) -> Tensor:
+        """[features, scalar targets, extra columns] as one (n, d + m + k) float64 matrix on ``device``."""
         n, d = features.shape
         columns = self._scalar_columns
-        z = torch.empty(n, d + len(columns), dtype=F64, device=device)
+        z = torch.empty(n, d + len(columns) + self.extra_columns, dtype=F64, device=device)
         z[:, :d].copy_(features)
         for j, measure in enumerate(columns):
             z[:, d + j] = targets if measure == "id" else self._permuted(targets)
+        if extra is not None:
+            z[:, d + len(columns) :].copy_(extra)
         return z
 
     def _permuted(self, targets: Tensor) -> Tensor:
@@ -359,18 +397,18 @@ class ResidualStatistics:
         finite = torch.stack([torch.isfinite(self._stats[s].z).all() for s in fed]).tolist()
         return [s for s, ok in zip(fed, finite) if not ok]
 
-    def _accumulate(self, entry: _StateStats, z: Tensor, column_sums: Tensor, fold: Tensor | None) -> None:
+    def _accumulate(self, entry: _StateStats, z: Tensor, column_sums: Tensor, fold: Tensor | None, sign: int) -> None:
         if fold is None:
-            entry.n[0] += z.shape[0]
-            entry.z[0] += column_sums
-            _add_gram(entry.zz[0], z)
+            entry.n[0] += sign * z.shape[0]
+            entry.z[0].add_(column_sums, alpha=sign)
+            _add_gram(entry.zz[0], z, sign=sign)
             return
         sizes = torch.bincount(fold, minlength=self.n_folds).tolist()
         for k, block in enumerate(torch.split(z, sizes)):
             if block.shape[0]:
-                entry.n[k] += block.shape[0]
-                entry.z[k] += block.sum(0)
-                _add_gram(entry.zz[k], block)
+                entry.n[k] += sign * block.shape[0]
+                entry.z[k].add_(block.sum(0), alpha=sign)
+                _add_gram(entry.zz[k], block, sign=sign)
 
     def _accumulate_classes(self, entry: _StateStats, z: Tensor, targets: Tensor, fold: Tensor | None) -> None:
         if self._classes is None:
@@ -519,6 +557,46 @@ class ResidualStatistics:
         log_warnings(results, self._logged)
         return results
 
+    def compute_with(self, edges: ResidualStatistics, column: int) -> MeasureResult:
+        """The ``id`` measure of another row set over the same features, from this accumulator's sums.
+
+        That row set's sums are this accumulator's (features and extra column ``column``, its
+        target on these rows) plus those of ``edges``: an in-sample ``id`` accumulator of the same
+        states that was fed the rows the set adds, and, with ``sign=-1``, the rows it lacks (with
+        the values held here for them). Only the few rows where the sets differ then cost a Gram
+        update of their own; the result equals an accumulator fed the row set itself.
+        """
+        if self.n_folds or not 0 <= column < self.extra_columns:
+            raise ValueError(f"compute_with needs an in-sample accumulator and one of its {self.extra_columns} extra columns, got {column!r}")
+        if edges.measures != ("id",) or edges.n_folds or edges.states != self.states:
+            raise ValueError("edges must be an in-sample accumulator of the id measure over the same states")
+        bad = sorted(set(self.non_finite_states()) | set(edges.non_finite_states()))
+        if bad:
+            raise ValueError(f"states {bad}: the statistics hold NaN or infinite sums: NaN or infinite features were fed")
+        d = self._hidden_size if self._hidden_size is not None else edges.hidden_size
+        if d is None:
+            raise ValueError("compute_with() needs statistics: call partial_fit first")
+        device = self._device or edges._device
+        columns = torch.tensor([*range(d), d + len(self._scalar_columns) + column], device=device)
+        folds_by_state = {}
+        for state in self.states:
+            mine, theirs = self._stats.get(state), edges._stats.get(state)
+            if mine is None:
+                total = theirs.sums(d)[0] if theirs is not None else Sums(
+                    0.0, torch.zeros(d + 1, dtype=F64, device=device), torch.zeros(d + 1, d + 1, dtype=F64, device=device), d
+                )
+            else:
+                total = Sums(float(mine.n[0]), mine.z[0][columns], _symmetric(mine.zz[0])[columns][:, columns], d)
+                if theirs is not None:
+                    moved = theirs.copy_to(device)
+                    moved.reshift(mine.shift[columns])
+                    total = total + moved.sums(d)[0]
+            folds_by_state[state] = [total]
+        n_tokens = int(round(max(folds[0].n for folds in folds_by_state.values())))
+        results = compute_measures(folds_by_state, ("id",), {"id": 0}, n_tokens, d)
+        log_warnings(results, edges._logged)
+        return results["id"]
+
     def _uneven_warning(self) -> tuple[str, ...]:
         counts = self.counts
         if len(set(counts.values())) <= 1:
@@ -537,13 +615,13 @@ def gram_blocks(size: int, device: torch.device) -> int:
     return max(1, min(8, size // (512 if device.type == "cuda" else 128)))
 
 
-def _add_gram(zz: Tensor, z: Tensor, blocks: int | None = None) -> None:
-    """Add z'z to the upper block triangle of ``zz``: one GEMM per block row, k(k+1)/2 of k^2 blocks."""
+def _add_gram(zz: Tensor, z: Tensor, blocks: int | None = None, sign: int = 1) -> None:
+    """Add ``sign`` z'z to the upper block triangle of ``zz``: one GEMM per block row, k(k+1)/2 of k^2 blocks."""
     size = z.shape[1]
     blocks = gram_blocks(size, z.device) if blocks is None else max(1, min(blocks, size))
     edges = [size * i // blocks for i in range(blocks + 1)]
     for start, stop in zip(edges[:-1], edges[1:]):
-        zz[start:stop, start:].addmm_(z[:, start:stop].T, z[:, start:])
+        zz[start:stop, start:].addmm_(z[:, start:stop].T, z[:, start:], alpha=sign)
 
 
 def _symmetric(zz: Tensor) -> Tensor:

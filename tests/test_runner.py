@@ -184,3 +184,37 @@ def test_token_ids_outside_the_vocabulary_are_refused_before_the_pass(tiny_model
     runner = CorpusRunner(locate_states(tiny_models["llama"]), [MeasurementSpec(task="t")], VOCAB)
     with pytest.raises(ValueError, match=f"token id {VOCAB} is outside the tokenizer's vocabulary of {VOCAB}"):
         runner.feed([Document((1, 2, VOCAB), (("t", 0),))], "cpu")
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_flows_derived_from_the_next_token_rows_equal_their_own_runs(tiny_models, arch):
+    model = tiny_models[arch]
+    docs = [[5], [6, 7], [8, 9, 10], *random_documents(30, seed=8)]  # lengths 1, 2, 3 exercise every edge
+    specs = [
+        MeasurementSpec(task="next", measure="onehot"),
+        MeasurementSpec(task="held", folds=3),
+        MeasurementSpec(task="previous", target="previous"),
+        MeasurementSpec(task="current", target="current"),
+        MeasurementSpec(task="next_next", target="next_next"),
+    ]
+    runner = CorpusRunner(locate_states(model), specs, VOCAB)
+    derived = {name: runner.group_of[name] for name in ("previous", "current", "next_next")}
+    assert all(g.base is runner.group_of["next"] for g in derived.values())
+    assert runner.group_of["next"].stats.extra_columns == 3 and runner.group_of["held"].base is None
+    documents = [Document(tuple(t), tuple((s.task, i) for s in specs)) for i, t in enumerate(docs)]
+    for start in range(0, len(documents), 8):
+        runner.feed(documents[start : start + 8], "cpu")
+    # a derived group's own statistics hold only the rows where its positions differ from the base's:
+    # none for current (the same positions), +1 and -1 per document for previous, -1 for next_next
+    assert derived["current"].stats.hidden_size is None
+    assert set(derived["previous"].stats.counts.values()) == {0} and derived["previous"].stats.hidden_size == 32
+    assert set(derived["next_next"].stats.counts.values()) == {-sum(len(t) >= 2 for t in docs)}
+    together = {s.task: runner.finish(s.task) for s in specs}
+    for spec in specs[2:]:
+        alone = run(model, [spec], docs, batch_size=8)[spec.task]
+        assert together[spec.task] == pytest.approx(alone, rel=1e-9, abs=1e-12, nan_ok=True), spec.task
+        features, targets = hidden_state_samples(model, docs, spec.target)
+        assert together[spec.task]["n_tokens"] == len(targets)
+        for state, x in features.items():
+            rcond = 1e-6 if arch == "gpt2" and state == 3 else None
+            assert together[spec.task][metric_name(state, 3)] == pytest.approx(ols_pr(x, targets, rcond), rel=1e-6)

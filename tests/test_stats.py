@@ -265,3 +265,53 @@ def test_gram_blocks_are_wider_on_a_gpu() -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert [gram_blocks(d, cpu) for d in (5, 130, 578, 4098)] == [1, 1, 4, 8]
     assert [gram_blocks(d, cuda) for d in (5, 578, 2050, 4098)] == [1, 1, 4, 8]
+
+
+def test_compute_with_gives_another_row_sets_measure_from_shared_sums() -> None:
+    stream = make_stream(43, n=400, d=6)
+    rng = np.random.default_rng(43)
+    other_targets = torch.tensor(rng.integers(0, 40, size=400))
+    in_base = torch.ones(400, dtype=torch.bool)
+    in_base[-50:] = False  # rows only the other set has
+    in_other = torch.ones(400, dtype=torch.bool)
+    in_other[:30] = False  # rows only the base has
+    states = [0, 1]
+    base = ResidualStatistics(states, ("id", "shuffled_id"), vocab_size=40, extra_columns=1)
+    edges = ResidualStatistics(states, ("id",))
+    direct = ResidualStatistics(states, ("id",))
+    extra = torch.where(in_other, other_targets, 0).double()[:, None]
+    for state in states:
+        features = stream.features * (state + 1)
+        for rows in torch.arange(400).split(70):  # several batches, as a stream
+            keep, add, drop = in_base[rows], in_other[rows] & ~in_base[rows], in_base[rows] & ~in_other[rows]
+            base.partial_fit(state, features[rows][keep], stream.targets[rows][keep], extra=extra[rows][keep])
+            edges.partial_fit(state, features[rows][add], other_targets[rows][add])
+            edges.partial_fit(state, features[rows][drop], torch.zeros(int(drop.sum()), dtype=torch.long), sign=-1)
+            direct.partial_fit(state, features[rows][in_other[rows]], other_targets[rows][in_other[rows]])
+    results_close({"id": base.compute_with(edges, 0)}, direct.compute())
+    assert base.compute_with(edges, 0).n_tokens == direct.n_tokens == 370
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: ResidualStatistics([0]).partial_fit(0, torch.ones(3, 2), torch.ones(3, dtype=torch.int64), sign=2), "sign must be 1"),
+        (lambda: ResidualStatistics([0], ("onehot",)).partial_fit(0, torch.ones(3, 2), torch.ones(3, dtype=torch.int64), sign=-1),
+         "scalar statistics only"),
+        (lambda: ResidualStatistics([0], extra_columns=2).partial_fit(0, torch.ones(3, 2), torch.ones(3, dtype=torch.int64)),
+         "keeps 2 extra columns"),
+        (lambda: ResidualStatistics([0], extra_columns=2).partial_fit(0, torch.ones(3, 2), torch.ones(3, dtype=torch.int64),
+                                                                      extra=torch.ones(3, 1)), r"shape \(3, 2\)"),
+        (lambda: ResidualStatistics([0], extra_columns=-1), "extra_columns must be an int >= 0"),
+        (lambda: ResidualStatistics([0], extra_columns=1).compute_with(ResidualStatistics([0]), 1), "one of its 1 extra columns"),
+        (lambda: ResidualStatistics([0], extra_columns=1).compute_with(ResidualStatistics([0], ("onehot",)), 0),
+         "in-sample accumulator of the id measure"),
+    ],
+)
+def test_signed_rows_and_extra_columns_refuse_bad_use(call, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_memory_estimate_counts_extra_columns() -> None:
+    assert ResidualStatistics.memory_bytes(2, 10, ("id",), 0, extra_columns=3) == 8 * 2 * (1 + 14 + 14**2 + 14)
