@@ -26,10 +26,12 @@ def tiny_benchmark(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]
 
 def test_every_run_and_ratio_is_reported(tiny_benchmark: tuple[dict, str]) -> None:
     report, markdown = tiny_benchmark
-    assert list(report["runs"]) == ["a", "floor", "b", "c", "group", "a x2", "c x2"]
+    assert list(report["runs"]) == ["a", "floor", "b", "c", "group", "a x2", "c x2", "a pinned", "a x2 pinned"]
     assert report["runs"]["a"]["documents"] == 20 and report["runs"]["a x2"]["documents"] == 40
     assert {run["tokens"] for name, run in report["runs"].items() if "x2" not in name} == {report["runs"]["a"]["tokens"]}
-    assert set(report["ratios"]) == {"a / floor", "a / b", "c / a", "group / a", "RSS growth of a at scale"}
+    assert set(report["ratios"]) == {
+        "a / floor", "a / b", "c / a", "group / a", "RSS growth of a at scale", "RSS growth of a at scale, mmap pinned",
+    }
     assert report["ratios"]["c / a"] == report["runs"]["c"]["seconds"] / report["runs"]["a"]["seconds"]
     for name in ("a", "floor", "group"):  # repeated: the fastest counts
         assert len(report["runs"][name]["all_seconds"]) == 2
@@ -37,6 +39,9 @@ def test_every_run_and_ratio_is_reported(tiny_benchmark: tuple[dict, str]) -> No
         assert report["runs"][name]["peak_rss_mib"] == max(report["runs"][name]["all_peak_rss_mib"])
     smallest = min(report["runs"]["a"]["all_peak_rss_mib"])
     assert report["ratios"]["RSS growth of a at scale"] == report["runs"]["a x2"]["peak_rss_mib"] / smallest - 1
+    pinned = report["runs"]["a x2 pinned"]["peak_rss_mib"] / report["runs"]["a pinned"]["peak_rss_mib"] - 1
+    assert report["ratios"]["RSS growth of a at scale, mmap pinned"] == pinned
+    assert report["runs"]["a pinned"]["pr"] == report["runs"]["a"]["pr"]
     assert "all_seconds" not in report["runs"]["c"]
     for name in report["ratios"]:
         assert f"| {name} | {report['ratios'][name]:.3f} |" in markdown
