@@ -39,6 +39,12 @@ def read_documents(path: str | os.PathLike[str]) -> list[str]:
         return [doc for file in _txt_files(path) for doc in _paragraphs(_read_text(file))]
     if not exists:
         raise CorpusError(f"{path}: corpus path not found; pass {SUPPORTED_FORMS}")
+    if not path.is_file():
+        # A pipe would block with no writer, and would be empty for the second task that reads it.
+        raise CorpusError(
+            f"{path}: not a regular file (a pipe, socket or device); every task of a run reads the "
+            "corpus, so write it to a file first and pass that file"
+        )
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         return _jsonl_documents(path, _read_text(path))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -58,6 +60,25 @@ def test_missing_path_is_named(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.jsonl"
     with pytest.raises(CorpusError, match="nowhere.jsonl: corpus path not found"):
         read_documents(missing)
+
+
+def test_a_pipe_is_refused_without_blocking(tmp_path: Path) -> None:
+    pipe = tmp_path / "corpus.jsonl"
+    os.mkfifo(pipe)  # no writer: opening it for reading would block forever
+    raised: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            read_documents(pipe)
+        except BaseException as error:  # handed to the test thread
+            raised.append(error)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=60)
+    assert not reader.is_alive(), "read_documents blocked on a pipe with no writer"
+    assert isinstance(raised[0], CorpusError)
+    assert "corpus.jsonl: not a regular file" in str(raised[0]) and "write it to a file first" in str(raised[0])
 
 
 @pytest.mark.parametrize("suffix", [".txt", ".jsonl"])
