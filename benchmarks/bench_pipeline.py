@@ -28,7 +28,7 @@ is reported). Models: ``smollm2`` (the embedded default), or a Llama with random
 first use under ``--out``: ``random-llama-7b`` (Llama-7B shape, SmolLM2's tokenizer, so its
 vocabulary is 49152) or ``random-llama-tiny`` (a smoke test). The corpora are the embedded 3000
 sentences, or larger samples drawn the same way (seed 666) by ``tools/build_corpus.py`` from the
-Austen novels (``--austen``, default ``../shared/data/austen``).
+Austen novels (``--austen``, default ``tasks/data/austen``).
 """
 
 from __future__ import annotations
@@ -352,7 +352,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS),
                         help="runs to make; 'scale' repeats a and c on the larger corpus, and a on both "
                              "with glibc's mmap threshold pinned (default: all)")
-    parser.add_argument("--austen", type=Path, default=REPO.parent / "shared" / "data" / "austen")
+    parser.add_argument("--austen", type=Path, default=REPO / "tasks" / "data" / "austen")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)

@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, help="corpus size (default: 300 on CPU, 3000 on CUDA)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--austen", type=Path, default=bench_pipeline.REPO.parent / "shared" / "data" / "austen")
+    parser.add_argument("--austen", type=Path, default=bench_pipeline.REPO / "tasks" / "data" / "austen")
     parser.add_argument("--out", type=Path, default=bench_pipeline.REPO / "benchmarks" / "out")
     args = parser.parse_args()
     args.sentences = args.sentences or (3000 if args.device.startswith("cuda") else 300)

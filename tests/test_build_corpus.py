@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,9 +33,7 @@ def _load_builder() -> ModuleType:
 build = _load_builder()
 
 
-def austen_dir() -> Path:
-    """The novels: $NEXTLAW_AUSTEN_DIR, else ../shared/data/austen beside the repository."""
-    return Path(os.environ.get("NEXTLAW_AUSTEN_DIR", REPO.parent / "shared" / "data" / "austen"))
+AUSTEN = REPO / "tasks" / "data" / "austen"
 
 
 @pytest.mark.parametrize(
@@ -155,10 +152,9 @@ def test_more_sentences_than_available_is_refused(tmp_path: Path) -> None:
 
 
 def test_build_is_deterministic_and_matches_committed_file(tmp_path: Path) -> None:
-    source = austen_dir()
-    assert source.is_dir(), f"set NEXTLAW_AUSTEN_DIR to the folder of the six Austen novels ({source})"
+    assert {p.name for p in AUSTEN.glob("*.txt")} == NOVELS
     first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
-    args = ["--source", str(source), "--n", "3000", "--seed", "666"]
+    args = ["--source", str(AUSTEN), "--n", "3000", "--seed", "666"]
     assert build.main([*args, "--out", str(first)]) == 0
     # A second run in a fresh interpreter (new hash seed) through the command line.
     command = [sys.executable, str(SCRIPT), *args, "--out", str(second)]

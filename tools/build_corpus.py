@@ -4,7 +4,7 @@ The paper (He & Su 2024) measured the law on 3000 BookCorpus sentences chosen by
 seed 666; this script builds the same kind of corpus from public-domain novels so the project can
 ship one. Usage (the command that made the committed file)::
 
-    python tools/build_corpus.py --source /work/shared/data/austen --n 3000 --seed 666 \\
+    python tools/build_corpus.py --source tasks/data/austen --n 3000 --seed 666 \\
         --out tasks/data/austen_sentences.jsonl
 
 Steps, per novel (``*.txt`` in the source folder, sorted by file name):
