@@ -1,6 +1,6 @@
 """Build hook: ship ``nextlaw.pth`` at the top of site-packages (everything else is in setup.cfg).
 
-lm-eval 0.4.13 has no plugin entry points; the .pth line imports ``nextlaw_task._startup`` at
+lm-eval 0.4.13 has no plugin entry points; the .pth line imports ``nextlaw_task.harness.startup`` at
 interpreter start-up, which makes ``--model nextlaw`` and the nextlaw tasks known to the harness.
 """
 
@@ -18,7 +18,7 @@ class BuildWithStartupHook(build_py):
     def run(self) -> None:
         super().run()
         target = Path(self.build_lib) / PTH
-        target.write_text("import nextlaw_task._startup\n", encoding="utf-8")
+        target.write_text("import nextlaw_task.harness.startup\n", encoding="utf-8")
 
     def get_outputs(self, include_bytecode: bool = True) -> list[str]:
         return [*super().get_outputs(include_bytecode), str(Path(self.build_lib) / PTH)]

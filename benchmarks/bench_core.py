@@ -21,7 +21,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from nextlaw_task.stats import ResidualStatistics, _add_gram
+from nextlaw_task.engine.stats import ResidualStatistics
+from nextlaw_task.engine.sums import add_gram
 
 ALL_MEASURES = ("id", "shuffled_id", "onehot", "separation_fuzziness")
 VOCAB = 32_000
@@ -63,7 +64,7 @@ def bench_dim(d: int, batch: int, tokens: int, repeats: int, device: torch.devic
     row["gemm_fp64_us_per_token"] = _best_seconds(lambda: f64.T @ f64, device, repeats) * us
     zz = f64.new_zeros(d, d)
     for blocks in GRAM_BLOCKS:
-        row[f"gram_{blocks}_blocks_us_per_token"] = _best_seconds(lambda: _add_gram(zz, f64, blocks), device, repeats) * us
+        row[f"gram_{blocks}_blocks_us_per_token"] = _best_seconds(lambda: add_gram(zz, f64, blocks), device, repeats) * us
     for measure in ("id", "onehot"):
         acc = ResidualStatistics([0], (measure,), vocab_size=VOCAB, device=device, check_values=False)  # as the runner
         seconds = _best_seconds(lambda: acc.partial_fit(0, features, targets), device, repeats)

@@ -84,7 +84,7 @@ def corpus(sentences: int, out: Path, austen: Path) -> Path:
 
 def model_dir(name: str, out: Path, device: str, dtype: str) -> Path:
     """The folder of the model to benchmark; random Llamas are built on ``device`` and saved once."""
-    from nextlaw_task.embedded import embedded_model_dir
+    from nextlaw_task.harness.embedded import embedded_model_dir
 
     if name == "smollm2":
         return embedded_model_dir()
@@ -179,7 +179,7 @@ def base_network(args: argparse.Namespace):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from nextlaw_task.capture import locate_states
+    from nextlaw_task.pipeline.capture import locate_states
 
     model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=getattr(torch, args.dtype))
     return locate_states(model.to(args.device).eval()).decoder

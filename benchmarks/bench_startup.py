@@ -2,7 +2,7 @@
 
     python benchmarks/bench_startup.py [--runs 20]
 
-Prints the median import time of the hook (``nextlaw_task._startup`` with everything it imports,
+Prints the median import time of the hook (``nextlaw_task.harness.startup`` with everything it imports,
 plus the ``nextlaw_task`` package) and the median wall time of ``python -c pass`` for scale.
 """
 
@@ -21,7 +21,7 @@ def hook_microseconds() -> int:
     total = 0
     for line in log.splitlines():
         fields = [f.strip() for f in line.removeprefix("import time:").split("|")]
-        if len(fields) == 3 and fields[2] in ("nextlaw_task", "nextlaw_task._startup"):
+        if len(fields) == 3 and fields[2] in ("nextlaw_task", "nextlaw_task.harness", "nextlaw_task.harness.startup"):
             total += int(fields[1])
     if not total:
         raise SystemExit("the hook did not run: install the package first (pip install .)")

@@ -28,10 +28,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_pipeline  # noqa: E402  (the benchmark's corpus, models and batches)
 
-from nextlaw_task.capture import locate_states, run_decoder  # noqa: E402
-from nextlaw_task.normalize import FinalNorm, normalize_states  # noqa: E402
+from nextlaw_task.pipeline.capture import locate_states, run_decoder  # noqa: E402
+from nextlaw_task.pipeline.normalize import FinalNorm, normalize_states  # noqa: E402
 from nextlaw_task.options import MeasurementSpec  # noqa: E402
-from nextlaw_task.runner import CorpusRunner, Document  # noqa: E402
+from nextlaw_task.pipeline.plan import Document  # noqa: E402
+from nextlaw_task.pipeline.runner import CorpusRunner  # noqa: E402
 
 
 def timed(step, work, device: str, repeats: int) -> float:

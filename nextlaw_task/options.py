@@ -2,24 +2,9 @@
 
 A task's YAML fixes what it measures (``dataset_kwargs``: ``measure``, ``target``, ``folds``);
 the user tunes how, for every nextlaw task of a run, with ``nextlaw_*`` keys in ``--metadata``
-(or ``--model_args``, which the harness merges into the same metadata):
-
-======================  ==========================================================  ============
-key                     meaning                                                     default
-======================  ==========================================================  ============
-nextlaw_data            corpus: a .jsonl (field ``text``), a .txt (blank-line       embedded
-                        paragraphs) or a folder of .txt files                       Austen corpus
-nextlaw_max_tokens      truncate each document to this many tokens                  512
-nextlaw_layers          states measured: ``all``, ``0,4,8`` or ``every:4``           all
-nextlaw_normalize       ``initialized_ln``, ``none`` or ``standardize``             initialized_ln
-nextlaw_folds           K-fold held-out PR (0 = in-sample, the authors' number)     task's YAML
-nextlaw_law_first       first state of the law's fit                                1
-nextlaw_law_last        last state of the law's fit (``-1`` = L)                    -1
-nextlaw_seed            seed of the shuffled_id permutation, 0 .. 2**64 - 1        666
-nextlaw_memory_budget   memory the statistics may take (``8GiB``, ``500MB``,        GPU: half the
-                        bytes); beyond it, groups of states are measured in         free memory;
-                        separate passes over the corpus (see ``plan_memory``)       CPU: no limit
-======================  ==========================================================  ============
+(or ``--model_args``, which the harness merges into the same metadata). Every key is one entry
+of :data:`OPTIONS` (name, parser, default, help): :func:`build_spec`, the unknown-key message and
+the README's options table (:func:`options_table`) all come from it.
 """
 
 from __future__ import annotations
@@ -28,35 +13,14 @@ import logging
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from nextlaw_task.normalize import NORMALIZATIONS
+from nextlaw_task.schema import HELDOUT_MEASURES, MEASURES, NORMALIZATIONS, TARGETS, Target, resolve_state
 
 logger = logging.getLogger(__name__)
-
-MEASURES = ("id", "shuffled_id", "onehot", "separation_fuzziness")
-# target -> (offset of the target token from the sample position, first position, positions
-# dropped at the end): next token of position t is token t+1, over t = 0..T-2.
-TARGETS: dict[str, tuple[int, int, int]] = {
-    "next": (1, 0, 1),
-    "current": (0, 0, 1),
-    "previous": (-1, 1, 0),
-    "next_next": (2, 0, 2),
-}
-KNOWN_KEYS = (
-    "nextlaw_data",
-    "nextlaw_max_tokens",
-    "nextlaw_layers",
-    "nextlaw_normalize",
-    "nextlaw_folds",
-    "nextlaw_law_first",
-    "nextlaw_law_last",
-    "nextlaw_seed",
-    "nextlaw_memory_budget",
-)
 
 
 class OptionError(ValueError):
@@ -84,14 +48,18 @@ class MeasurementSpec:
         """The state indices measured for a model with ``n_layers`` blocks (states 0..L)."""
         return parse_layers(self.layers, n_layers)
 
+    def law_states(self, n_layers: int) -> tuple[int, int]:
+        """(first, last) state of the law's fit, negative values counted back from L as everywhere."""
+        return resolve_state(self.law_first, n_layers), resolve_state(self.law_last, n_layers)
+
     @property
-    def positions(self) -> tuple[int, int, int]:
-        """(target offset, first sample position, positions dropped at the end)."""
+    def positions(self) -> Target:
+        """Which positions are samples and which token each predicts."""
         return TARGETS[self.target]
 
 
 def parse_layers(text: str, n_layers: int) -> tuple[int, ...]:
-    """``all`` | ``every:K`` | comma-separated indices (negative counts from L) -> sorted states."""
+    """``all`` | ``every:K`` | comma-separated indices (negative counts back from L) -> sorted states."""
     text = str(text).strip().lower()
     last = n_layers
     if text == "all":
@@ -106,8 +74,7 @@ def parse_layers(text: str, n_layers: int) -> tuple[int, ...]:
     for part in text.replace(";", ",").split(","):
         if not part.strip():
             continue
-        index = _as_int("nextlaw_layers", part)
-        index = last + 1 + index if index < 0 else index
+        index = resolve_state(_as_int("nextlaw_layers", part), n_layers)
         if not 0 <= index <= last:
             raise OptionError(
                 f"nextlaw_layers={text!r}: state {part.strip()} is outside 0..{last} "
@@ -141,6 +108,33 @@ def _as_path(key: str, value: Any) -> str:
         raise OptionError(f"{key}={value!r}: not a usable path ({error}); pass an absolute path") from None
 
 
+def _as_max_tokens(key: str, value: Any) -> int:
+    tokens = _as_int(key, value)
+    if tokens < 3:
+        raise OptionError(f"{key}={tokens}: must be at least 3 tokens")
+    return tokens
+
+
+def _as_layers(key: str, value: Any) -> str:
+    text = str(value)
+    parse_layers(text, 10**6)  # syntax check now; range check once L is known
+    return text
+
+
+def _as_normalization(key: str, value: Any) -> str:
+    how = str(value).strip().lower()
+    if how not in NORMALIZATIONS:
+        raise OptionError(f"{key}={value!r}: choose one of {', '.join(NORMALIZATIONS)}")
+    return how
+
+
+def _as_seed(key: str, value: Any) -> int:
+    seed = _as_int(key, value)
+    if not 0 <= seed < 2**64:
+        raise OptionError(f"{key}={seed}: the seed must be an integer from 0 to 2**64 - 1")
+    return seed
+
+
 UNITS = {
     "": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
 }
@@ -165,6 +159,50 @@ def format_bytes(size: int) -> str:
     return f"{value:.0f} B" if unit == "B" else f"{value:.1f} {unit}"
 
 
+@dataclass(frozen=True)
+class Option:
+    """One ``nextlaw_*`` key: the spec field it sets, how its value is read, its default and help."""
+
+    key: str
+    field: str
+    parse: Callable[[str, Any], Any]
+    default: str
+    help: str
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("nextlaw_data", "data", _as_path, "embedded Austen sentences",
+           "the corpus: a `.jsonl` (field `text`), a `.txt` (blank-line paragraphs) or a folder of `.txt` files"),
+    Option("nextlaw_max_tokens", "max_tokens", _as_max_tokens, "512", "truncate each document to this many tokens"),
+    Option("nextlaw_layers", "layers", _as_layers, "`all`",
+           "states measured: `all`, `0,4,8` (negative counts back from L: -1 = L) or `every:4`"),
+    Option("nextlaw_normalize", "normalize", _as_normalization, "`initialized_ln`",
+           f"per-token normalization of the states: {', '.join(f'`{n}`' for n in NORMALIZATIONS)}"),
+    Option("nextlaw_folds", "folds", _as_int, "task's YAML",
+           "K-fold held-out PR, folds split by document (0 = in-sample)"),
+    Option("nextlaw_law_first", "law_first", _as_int, "1",
+           "first state of the law's fit (negative counts back from L: -1 = L)"),
+    Option("nextlaw_law_last", "law_last", _as_int, "-1 (= L)",
+           "last state of the law's fit (negative counts back from L: -1 = L, -2 = L - 1)"),
+    Option("nextlaw_seed", "seed", _as_seed, "666",
+           "seed of the vocabulary permutation of `nextlaw_shuffled_id`, 0 .. 2**64 - 1"),
+    Option("nextlaw_memory_budget", "memory_budget", parse_bytes, "GPU: half the free GPU memory; CPU: no limit",
+           "memory the float64 statistics may take (`8GiB`, `500MB`); beyond it the states are split into "
+           "contiguous ranges that each fit, one pass over the corpus per range (k passes cost about (k+1)/2 "
+           "forward passes); on a GPU, if even one state does not fit, the statistics live in CPU memory"),
+)
+KNOWN_KEYS: tuple[str, ...] = tuple(option.key for option in OPTIONS)
+#: The task YAML's ``dataset_kwargs``: what a task measures.
+TASK_KEYS: tuple[str, ...] = ("measure", "target", "folds")
+
+
+def options_table() -> str:
+    """The options as the markdown table the README shows (a test keeps the two equal)."""
+    lines = ["| `--metadata` key | meaning | default |", "|---|---|---|"]
+    lines += [f"| `{o.key}` | {o.help} | {o.default} |" for o in OPTIONS]
+    return "\n".join(lines) + "\n"
+
+
 def build_spec(task: str, task_kwargs: Mapping[str, Any] | None, metadata: Mapping[str, Any] | None) -> MeasurementSpec:
     """Combine a task's YAML settings with the run's ``nextlaw_*`` metadata, validating both."""
     task_kwargs = dict(task_kwargs or {})
@@ -175,7 +213,7 @@ def build_spec(task: str, task_kwargs: Mapping[str, Any] | None, metadata: Mappi
         folds=_as_int("folds", task_kwargs.pop("folds", 0)),
     )
     if task_kwargs:
-        raise OptionError(f"task {task}: unknown dataset_kwargs {sorted(task_kwargs)}; known: measure, target, folds")
+        raise OptionError(f"task {task}: unknown dataset_kwargs {sorted(task_kwargs)}; known: {', '.join(TASK_KEYS)}")
     if spec.measure not in MEASURES:
         raise OptionError(f"task {task}: measure {spec.measure!r} is not one of {', '.join(MEASURES)}")
     if spec.target not in TARGETS:
@@ -187,34 +225,12 @@ def build_spec(task: str, task_kwargs: Mapping[str, Any] | None, metadata: Mappi
         logger.warning(
             "ignoring unknown nextlaw metadata %s; known keys: %s", ", ".join(unknown), ", ".join(KNOWN_KEYS)
         )
-    updates: dict[str, Any] = {}
-    if "nextlaw_data" in meta:
-        updates["data"] = _as_path("nextlaw_data", meta["nextlaw_data"])
-    if "nextlaw_max_tokens" in meta:
-        updates["max_tokens"] = _as_int("nextlaw_max_tokens", meta["nextlaw_max_tokens"])
-        if updates["max_tokens"] < 3:
-            raise OptionError(f"nextlaw_max_tokens={updates['max_tokens']}: must be at least 3 tokens")
-    if "nextlaw_layers" in meta:
-        updates["layers"] = str(meta["nextlaw_layers"])
-        parse_layers(updates["layers"], 10**6)  # syntax check now; range check once L is known
-    if "nextlaw_normalize" in meta:
-        updates["normalize"] = str(meta["nextlaw_normalize"]).strip().lower()
-        if updates["normalize"] not in NORMALIZATIONS:
-            raise OptionError(
-                f"nextlaw_normalize={meta['nextlaw_normalize']!r}: choose one of {', '.join(NORMALIZATIONS)}"
-            )
-    if "nextlaw_folds" in meta:
-        updates["folds"] = _as_int("nextlaw_folds", meta["nextlaw_folds"])
-    for key in ("law_first", "law_last", "seed"):
-        if f"nextlaw_{key}" in meta:
-            updates[key] = _as_int(f"nextlaw_{key}", meta[f"nextlaw_{key}"])
-    if "nextlaw_memory_budget" in meta:
-        updates["memory_budget"] = parse_bytes("nextlaw_memory_budget", meta["nextlaw_memory_budget"])
-    if not 0 <= updates.get("seed", 0) < 2**64:
-        raise OptionError(f"nextlaw_seed={updates['seed']}: the seed must be an integer from 0 to 2**64 - 1")
-    spec = replace(spec, **updates)
+    spec = replace(spec, **{o.field: o.parse(o.key, meta[o.key]) for o in OPTIONS if o.key in meta})
     if spec.folds == 1 or spec.folds < 0:
         raise OptionError(f"task {task}: folds={spec.folds}; use 0 (in-sample) or K >= 2 folds")
-    if spec.folds and spec.measure not in ("id", "onehot"):
-        raise OptionError(f"task {task}: held-out folds are defined for the id and onehot measures only")
+    if spec.folds and not MEASURES[spec.measure].heldout:
+        raise OptionError(
+            f"task {task}: held-out folds are defined for the {', '.join(HELDOUT_MEASURES)} measures only, "
+            f"not {spec.measure}; leave nextlaw_folds out for this task"
+        )
     return spec

@@ -11,8 +11,8 @@ import torch
 import transformers as tf
 
 import nextlaw_task
+from tiny import ARCHITECTURES, MIXED_MAX_TOKENS, mixed_run_args, save_tiny_model, tiny_config
 
-VOCAB = 96
 CHECKOUT = Path(__file__).resolve().parent.parent
 
 
@@ -21,37 +21,15 @@ def pytest_configure(config) -> None:
     installed = Path(nextlaw_task.__file__).resolve().parent
     if installed == CHECKOUT / "nextlaw_task":
         return
-    stale = [p.name for p in (CHECKOUT / "nextlaw_task").glob("*.py") if not filecmp.cmp(p, installed / p.name, shallow=False)
-             ] if installed.is_dir() else ["?"]
+    source = CHECKOUT / "nextlaw_task"
+    stale = [str(p.relative_to(source)) for p in source.rglob("*.py")
+             if not (installed / p.relative_to(source)).is_file()
+             or not filecmp.cmp(p, installed / p.relative_to(source), shallow=False)] if installed.is_dir() else ["?"]
     if stale:
         raise pytest.UsageError(
             f"the installed nextlaw at {installed} differs from this checkout ({', '.join(sorted(stale))}); "
             "run `make install` (or `pip install .`) first: subprocess tests run the installed package"
         )
-
-
-def tiny_config(arch: str):
-    """A 3-block config of each architecture the capture must support."""
-    common = dict(num_hidden_layers=3, hidden_size=32, vocab_size=VOCAB)
-    attn = dict(intermediate_size=64, num_attention_heads=4)
-    configs = {
-        "gpt2": lambda: tf.GPT2Config(n_layer=3, n_embd=32, n_head=4, vocab_size=VOCAB, n_positions=128,
-                                      bos_token_id=0, eos_token_id=0),
-        "llama": lambda: tf.LlamaConfig(**common, **attn, num_key_value_heads=2),
-        "qwen2": lambda: tf.Qwen2Config(**common, **attn, num_key_value_heads=2),
-        "mistral": lambda: tf.MistralConfig(**common, **attn, num_key_value_heads=2),
-        "gemma3": lambda: tf.Gemma3TextConfig(**common, **attn, num_key_value_heads=2, head_dim=8,
-                                              sliding_window=8),
-        "phi": lambda: tf.PhiConfig(**common, **attn),
-        "gpt_neox": lambda: tf.GPTNeoXConfig(**common, **attn),
-        "mamba": lambda: tf.MambaConfig(**common, state_size=4),
-        "rwkv": lambda: tf.RwkvConfig(**common, attention_hidden_size=32, intermediate_size=64,
-                                      context_length=128),
-    }
-    return configs[arch]()
-
-
-ARCHITECTURES = ("gpt2", "llama", "qwen2", "mistral", "gemma3", "phi", "gpt_neox", "mamba", "rwkv")
 
 
 @pytest.fixture(scope="session")
@@ -61,37 +39,6 @@ def tiny_models() -> dict[str, torch.nn.Module]:
     return {arch: tf.AutoModelForCausalLM.from_config(tiny_config(arch)).eval() for arch in ARCHITECTURES}
 
 
-def train_tokenizer(texts: list[str], vocab_size: int = 512) -> tf.PreTrainedTokenizerFast:
-    """A small byte-level BPE tokenizer trained offline, with a BOS token it prepends by default."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=["<bos>", "<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tok.train_from_iterator(texts, trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 0)])
-    return tf.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<eos>")
-
-
-def save_tiny_model(path: Path, arch: str = "llama", seed: int = 0) -> Path:
-    """Save a tiny random model of ``arch`` with a trained tokenizer as a transformers folder."""
-    from nextlaw_task.corpus import embedded_corpus_path, read_documents
-
-    tokenizer = train_tokenizer(read_documents(embedded_corpus_path())[:1000])
-    config = tiny_config(arch)
-    config.vocab_size = len(tokenizer)
-    for attr in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        setattr(config, attr, getattr(tokenizer, attr))
-    torch.manual_seed(seed)
-    model = tf.AutoModelForCausalLM.from_config(config)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny Llama with a 512-token BPE tokenizer, saved once per session."""
@@ -99,10 +46,6 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 # --- reliability runs through the real command (test_reliability.py, test_distributed.py) ---------
-
-MIXED_MAX_TOKENS = 64
-MIXED_TASKS = ("nextlaw_equilearning", "nextlaw_onehot", "nextlaw_flow_previous")
-
 
 @pytest.fixture(scope="session")
 def mixed_corpus(tmp_path_factory) -> Path:
@@ -116,13 +59,6 @@ def mixed_corpus(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("mixed-corpus") / "mixed.jsonl"
     path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
     return path
-
-
-def mixed_run_args(model_dir: Path, corpus: Path) -> list[str]:
-    """``lm_eval`` arguments of the runs over the mixed corpus (three tasks, an unknown nextlaw key)."""
-    metadata = {"nextlaw_data": str(corpus), "nextlaw_max_tokens": MIXED_MAX_TOKENS, "nextlaw_colour": "red"}
-    return ["--model", "nextlaw", "--model_args", f"pretrained={model_dir}", "--tasks", ",".join(MIXED_TASKS),
-            "--metadata", json.dumps(metadata)]
 
 
 @pytest.fixture(scope="session")

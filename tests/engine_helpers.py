@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nextlaw_task.stats import ResidualStatistics
+from nextlaw_task.engine.reduce import all_reduce_statistics
+from nextlaw_task.engine.stats import ResidualStatistics
 
 ALL_MEASURES = ("id", "shuffled_id", "onehot", "separation_fuzziness")
 
@@ -146,7 +147,7 @@ def allreduce_worker(rank: int, world: int, init_file: str, out_file: str, fold_
         for n_folds in fold_counts:
             acc = ResidualStatistics([0, 1, 2], ALL_MEASURES, n_folds=n_folds, vocab_size=60)
             feed(acc, distributed_stream(rank), states=[0, 1] if rank == 0 else [0, 1, 2])
-            results = acc.all_reduce().compute()
+            results = all_reduce_statistics(acc).compute()
             saved[n_folds] = {
                 "values": {m: r.values for m, r in results.items()},
                 "fold_std": {m: r.fold_std for m, r in results.items()},

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from lm_eval.utils import sanitize_model_name
 
-from nextlaw_task.sweep import parse_step
+from nextlaw_task.reports.sweep import parse_step
 
 
 def law_metrics(

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from nextlaw_task.capture import NO_EMBEDDING_STATE, locate_states
-from nextlaw_task.normalize import FinalNorm, normalize_states
-from nextlaw_task.options import TARGETS
+from nextlaw_task.pipeline.capture import NO_EMBEDDING_STATE, locate_states
+from nextlaw_task.pipeline.normalize import FinalNorm, normalize_states
+from nextlaw_task.schema import TARGETS
 
 
 def hidden_state_samples(

@@ -151,6 +151,7 @@ def test_more_sentences_than_available_is_refused(tmp_path: Path) -> None:
         build.main(["--source", str(source), "--n", "4", "--out", str(tmp_path / "out.jsonl")])
 
 
+@pytest.mark.subprocess
 def test_build_is_deterministic_and_matches_committed_file(tmp_path: Path) -> None:
     assert {p.name for p in AUSTEN.glob("*.txt")} == NOVELS
     first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"

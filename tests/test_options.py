@@ -65,7 +65,7 @@ def test_parse_layers(text, layers, expected):
         ({}, {"nextlaw_layers": "1,x"}, "expected an integer"),
         ({}, {"nextlaw_normalize": "whiten"}, "choose one of initialized_ln, none, standardize"),
         ({}, {"nextlaw_folds": 1}, "use 0 (in-sample) or K >= 2"),
-        ({"measure": "separation_fuzziness"}, {"nextlaw_folds": 5}, "held-out folds are defined for the id and onehot"),
+        ({"measure": "separation_fuzziness"}, {"nextlaw_folds": 5}, "held-out folds are defined for the id, shuffled_id, onehot measures only"),
     ],
 )
 def test_bad_options_say_what_is_wrong(kwargs, meta, message):

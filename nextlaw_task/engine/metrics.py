@@ -1,0 +1,64 @@
+"""One task's metrics from its measure's results: the per-layer values, the law's fit, the counts.
+
+Metric names come from ``nextlaw_task.schema``; every value is a Python float (lm-eval prints
+them in its table, and a numpy scalar or tensor would break it).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+
+from nextlaw_task.engine.law import fit_law
+from nextlaw_task.engine.measures import MeasureResult
+from nextlaw_task.schema import FOLD_SPREAD, MEASURES, layer_metric, resolve_state
+
+logger = logging.getLogger(__name__)
+
+
+class HeldoutError(ValueError):
+    """Held-out PR was asked for, but some training folds have no more samples than parameters."""
+
+
+def task_metrics(
+    task: str,
+    measure: str,
+    result: MeasureResult,
+    states: Sequence[int],
+    n_layers: int,
+    law_bounds: tuple[int, int],
+    counts: Mapping[str, int],
+) -> dict[str, float]:
+    """The metrics of ``task``: its measure per state, the fold spread, the law over ``law_bounds``
+    (negative bounds count back from L) and the counts (``docs``, ``truncated``)."""
+    if result.fold_std is not None and result.ill_posed:
+        raise HeldoutError(
+            f"{task}: held-out PR is not a result for {len(result.ill_posed)} of {len(states)} states "
+            f"({next(iter(result.ill_posed.values()))}). Every training fold needs more samples than "
+            "hidden size + 1: measure more tokens (a larger --limit or nextlaw_data corpus), or use "
+            "nextlaw_equilearning for in-sample PR"
+        )
+    quantity = MEASURES[measure].quantity
+    metrics = {layer_metric(quantity, s, n_layers): float(result.values.get(s, math.nan)) for s in states}
+    if result.fold_std is not None:
+        metrics.update({layer_metric(FOLD_SPREAD, s, n_layers): float(result.fold_std.get(s, math.nan)) for s in states})
+    if result.ill_posed:
+        logger.warning(
+            "%s: %d of %d states are ill-posed and left out of the law (%s)",
+            task, len(result.ill_posed), len(states), next(iter(result.ill_posed.values())),
+        )
+    usable = {s: v for s, v in result.values.items() if s not in result.ill_posed}
+    first, last = (resolve_state(bound, n_layers) for bound in law_bounds)
+    fit = fit_law(usable, first=first, last=last)
+    if not fit.ok:
+        logger.warning("%s: the law was not fitted: %s", task, fit.reason)
+    metrics.update(fit.as_metrics())
+    metrics.update(
+        n_tokens=float(result.n_tokens),
+        n_docs=float(counts["docs"]),
+        n_docs_truncated=float(counts["truncated"]),
+        ill_posed_states=float(len(result.ill_posed)),
+        hidden_size=float(result.hidden_size),
+    )
+    return metrics

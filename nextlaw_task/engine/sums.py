@@ -1,0 +1,214 @@
+"""Additive float64 sums about a fixed shift: the algebra every statistic of nextlaw is made of.
+
+:class:`Sums` is one sample set's statistics as the measures read them. :class:`StateSums` is
+the storage one hidden state keeps while data streams in (one slot per held-out fold), with the
+exact re-expression about another shift that merging and reduction need. :class:`ClassIndex`
+gives the token ids seen dense class slots. The Gram update fills only the upper block triangle of
+the symmetric matrix (:func:`add_gram`); :func:`symmetric` mirrors it when the sums are read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+F64 = torch.float64
+
+
+@dataclass(frozen=True)
+class Sums:
+    """Additive statistics of one sample set, about a fixed shift, float64.
+
+    ``z`` stacks the d shifted features and the m shifted scalar target columns; ``zz`` is the sum
+    of their outer products (full, symmetric); ``counts`` / ``class_x`` are per-class sample counts
+    and sums of the shifted features (None when no class measure is kept).
+    """
+
+    n: float
+    z: Tensor
+    zz: Tensor
+    hidden_size: int
+    counts: Tensor | None = None
+    class_x: Tensor | None = None
+
+    def __add__(self, other: Sums) -> Sums:
+        return self._combine(other, 1.0)
+
+    def __sub__(self, other: Sums) -> Sums:
+        return self._combine(other, -1.0)
+
+    def _combine(self, other: Sums, sign: float) -> Sums:
+        classes = self.counts is not None
+        return Sums(
+            n=self.n + sign * other.n,
+            z=self.z + sign * other.z,
+            zz=self.zz + sign * other.zz,
+            hidden_size=self.hidden_size,
+            counts=self.counts + sign * other.counts if classes else None,
+            class_x=self.class_x + sign * other.class_x if classes else None,
+        )
+
+    @classmethod
+    def empty(cls, size: int, hidden_size: int, device: torch.device | None) -> Sums:
+        """The sums of no samples over ``size`` columns."""
+        zeros = torch.zeros(size, dtype=F64, device=device)
+        return cls(0.0, zeros, zeros.new_zeros(size, size), hidden_size)
+
+
+class ClassIndex:
+    """Dense slots for the token ids seen, in order of first appearance (shared by all states)."""
+
+    def __init__(self, device: torch.device, vocab_size: int | None) -> None:
+        self.ids = torch.empty(0, dtype=torch.int64, device=device)
+        self._slot_of = torch.full((vocab_size or 0,), -1, dtype=torch.int64, device=device)
+
+    def __len__(self) -> int:
+        return int(self.ids.numel())
+
+    def register(self, values: Tensor) -> Tensor:
+        """Slots of ``values`` (non-negative ids), assigning new slots to ids not seen before."""
+        top = int(values.max()) + 1
+        if top > self._slot_of.numel():
+            grown = torch.full((max(top, 2 * self._slot_of.numel()),), -1, dtype=torch.int64, device=values.device)
+            grown[: self._slot_of.numel()] = self._slot_of
+            self._slot_of = grown
+        slots = self._slot_of[values]
+        missing = slots < 0
+        if bool(missing.any()):
+            new = torch.unique(values[missing])
+            self._slot_of[new] = torch.arange(len(self), len(self) + new.numel(), device=values.device)
+            self.ids = torch.cat([self.ids, new])
+            slots = self._slot_of[values]
+        return slots
+
+    def reorder(self, ids: Tensor) -> None:
+        """Make the sorted, unique ``ids`` (a superset of the current ids) the slot order."""
+        self.ids = ids[:0]
+        self._slot_of.fill_(-1)
+        if ids.numel():
+            self.register(ids)
+
+
+@dataclass
+class StateSums:
+    """The running sums of one hidden state: leading axis = fold (length 1 when not folded)."""
+
+    shift: Tensor
+    n: Tensor
+    z: Tensor
+    zz: Tensor
+    counts: Tensor | None
+    class_x: Tensor | None
+    count: int = 0
+
+    @classmethod
+    def empty(cls, shift: Tensor, folds: int, hidden_size: int, with_classes: bool) -> StateSums:
+        size, kw = shift.numel(), {"dtype": F64, "device": shift.device}
+        return cls(
+            shift=shift.clone(),
+            n=torch.zeros(folds, **kw),
+            z=torch.zeros(folds, size, **kw),
+            zz=torch.zeros(folds, size, size, **kw),
+            counts=torch.zeros(folds, 0, **kw) if with_classes else None,
+            class_x=torch.zeros(folds, 0, hidden_size, **kw) if with_classes else None,
+        )
+
+    @property
+    def n_slots(self) -> int:
+        return 0 if self.counts is None else self.counts.shape[1]
+
+    @property
+    def buffers(self) -> list[Tensor]:
+        """Every additive tensor (what a cross-process reduction sums), in a fixed order."""
+        return [self.n, self.z, self.zz] + ([self.counts, self.class_x] if self.counts is not None else [])
+
+    def copy_to(self, device: torch.device) -> StateSums:
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device, copy=True)
+
+        return StateSums(
+            move(self.shift), move(self.n), move(self.z), move(self.zz), move(self.counts), move(self.class_x), self.count
+        )
+
+    def grow(self, n_classes: int) -> None:
+        """Make room for at least ``n_classes`` class slots (capacity grows geometrically)."""
+        if self.counts is None or n_classes <= self.n_slots:
+            return
+        capacity = max(n_classes, 2 * self.n_slots)
+        folds, hidden = self.class_x.shape[0], self.class_x.shape[2]
+        counts = self.counts.new_zeros(folds, capacity)
+        class_x = self.class_x.new_zeros(folds, capacity, hidden)
+        counts[:, : self.n_slots] = self.counts
+        class_x[:, : self.n_slots] = self.class_x
+        self.counts, self.class_x = counts, class_x
+
+    def reshift(self, shift: Tensor) -> None:
+        """Re-express the sums about ``shift`` instead of the current one (exact algebra)."""
+        delta = self.shift - shift
+        n = self.n[:, None]
+        self.zz += self.z[:, :, None] * delta[None, None, :] + delta[None, :, None] * self.z[:, None, :]
+        self.zz += n[:, :, None] * torch.outer(delta, delta)[None]
+        self.z += n * delta[None, :]
+        if self.class_x is not None:
+            self.class_x += self.counts[:, :, None] * delta[: self.class_x.shape[2]][None, None, :]
+        self.shift = shift.clone()
+
+    def relayout_classes(self, positions: Tensor, n_classes: int) -> None:
+        """Move class slot j to ``positions[j]`` in a layout of ``n_classes`` slots."""
+        used = min(self.n_slots, positions.numel())
+        counts = self.counts.new_zeros(self.counts.shape[0], n_classes)
+        class_x = self.class_x.new_zeros(self.class_x.shape[0], n_classes, self.class_x.shape[2])
+        counts[:, positions[:used]] = self.counts[:, :used]
+        class_x[:, positions[:used]] = self.class_x[:, :used]
+        self.counts, self.class_x = counts, class_x
+
+    def add(self, other: StateSums, slots: Tensor | None) -> None:
+        """Add ``other`` (same shift); its class slot j goes to ``slots[j]`` here."""
+        self.n += other.n
+        self.z += other.z
+        self.zz += other.zz
+        self.count += other.count
+        if self.counts is not None and slots is not None and slots.numel():
+            used = min(other.n_slots, slots.numel())
+            self.grow(int(slots[:used].max()) + 1 if used else 0)
+            self.counts.index_add_(1, slots[:used], other.counts[:, :used])
+            self.class_x.index_add_(1, slots[:used], other.class_x[:, :used])
+
+    def fold_sums(self, hidden_size: int, columns: Tensor | None = None) -> list[Sums]:
+        """One :class:`Sums` per fold; ``columns`` keeps only those columns of ``z`` (no class sums then)."""
+        if columns is None:
+            return [
+                Sums(float(self.n[k]), self.z[k], symmetric(self.zz[k]), hidden_size,
+                     None if self.counts is None else self.counts[k], None if self.class_x is None else self.class_x[k])
+                for k in range(self.n.shape[0])
+            ]
+        return [
+            Sums(float(self.n[k]), self.z[k][columns], symmetric(self.zz[k])[columns][:, columns], hidden_size)
+            for k in range(self.n.shape[0])
+        ]
+
+
+def gram_blocks(size: int, device: torch.device) -> int:
+    """Blocks per side of the symmetric Gram update: k blocks do (k + 1) / 2k of a full GEMM's work.
+
+    At most 8, and one per 128 columns on a CPU but one per 512 on a GPU, where narrower block rows
+    leave it idle (``benchmarks/bench_core.py`` times 1 to 16 blocks; on an H200 the fastest were 1-2
+    at d = 576, 4 at 2048 and 8 at 4096).
+    """
+    return max(1, min(8, size // (512 if device.type == "cuda" else 128)))
+
+
+def add_gram(zz: Tensor, z: Tensor, blocks: int | None = None, sign: int = 1) -> None:
+    """Add ``sign`` z'z to the upper block triangle of ``zz``: one GEMM per block row, k(k+1)/2 of k^2 blocks."""
+    size = z.shape[1]
+    blocks = gram_blocks(size, z.device) if blocks is None else max(1, min(blocks, size))
+    edges = [size * i // blocks for i in range(blocks + 1)]
+    for start, stop in zip(edges[:-1], edges[1:]):
+        zz[start:stop, start:].addmm_(z[:, start:stop].T, z[:, start:], alpha=sign)
+
+
+def symmetric(zz: Tensor) -> Tensor:
+    """The full symmetric matrix whose upper triangle ``zz`` holds."""
+    return torch.triu(zz) + torch.triu(zz, 1).T

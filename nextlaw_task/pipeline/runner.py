@@ -1,0 +1,239 @@
+"""Run tokenized documents through a model once and stream every task's statistics.
+
+Independent of lm-eval: the model wrapper hands over documents (already tokenized and truncated)
+and the tasks that own them. :class:`RunSettings` is what a run fixes once (the model's layout,
+the tasks and the pools they share accumulators in); :class:`RunState` is what changes as batches
+arrive (accumulators, counts, results). Each batch is planned by ``plan.plan_batch`` and carried
+out here: one forward pass of the base network, every hidden state, as the hooks see it, through
+its pools' normalization into their accumulators. When the statistics of every state would exceed
+the memory budget (``memory.plan_memory``), the corpus is run once per range of states
+(``start_pass`` / ``end_pass``), each pass stopping after its last state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from nextlaw_task.engine.measures import MeasureResult
+from nextlaw_task.engine.metrics import task_metrics
+from nextlaw_task.engine.reduce import all_reduce_counts, all_reduce_statistics
+from nextlaw_task.engine.stats import ResidualStatistics, compute_shared
+from nextlaw_task.options import MeasurementSpec
+from nextlaw_task.pipeline.capture import StateLayout, run_decoder
+from nextlaw_task.pipeline.normalize import FinalNorm, normalize_states
+from nextlaw_task.pipeline.plan import BatchPlan, Document, Pool, plan_batch
+
+#: float64 working memory per chunk of rows normalized and accumulated at once: at least MIN_CHUNK_ROWS rows,
+#: and at least the hidden size d, so the working memory stays within one state's d^2 statistics and the
+#: Gram update's inner dimension is no shorter than its output (big GEMMs on a GPU)
+CHUNK_BYTES = 8 * 2**20
+MIN_CHUNK_ROWS = 1024
+
+__all__ = ["CorpusRunner", "Document", "RunSettings", "RunState"]
+
+
+def _rows_key(spec: MeasurementSpec) -> tuple:
+    """What makes two tasks' features the same on the rows they both sample."""
+    return (spec.normalize, spec.layers, spec.seed, spec.data, spec.max_tokens)
+
+
+def _pools(specs: Sequence[MeasurementSpec], n_layers: int) -> tuple[Pool, ...]:
+    """Tasks with the same target, rows and folds share one pool; an in-sample ``id`` pool whose rows
+    match an earlier in-sample pool's is derived from it (see ``plan``)."""
+    shared: dict[tuple, list[MeasurementSpec]] = {}
+    for spec in specs:
+        shared.setdefault((spec.target, *_rows_key(spec), spec.folds), []).append(spec)
+    drafts = []
+    for members in shared.values():
+        first = members[0]
+        drafts.append(dict(
+            members=tuple(s.task for s in members), target=first.positions, normalize=first.normalize,
+            folds=first.folds, states=first.states(n_layers), seed=first.seed,
+            measures=tuple(dict.fromkeys(s.measure for s in members)), derived=[], key=_rows_key(first),
+        ))
+    bases: dict[tuple, int] = {}
+    for index, draft in enumerate(drafts):
+        if draft["folds"]:
+            continue
+        base = bases.setdefault(draft["key"], index)
+        if base != index and draft["measures"] == ("id",):
+            draft["base"], draft["column"] = base, len(drafts[base]["derived"])
+            drafts[base]["derived"].append(index)
+    return tuple(Pool(**{**{k: v for k, v in d.items() if k != "key"}, "derived": tuple(d["derived"])}) for d in drafts)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a run fixes once: the model's layout and norm, the tasks, their pools, the vocabulary."""
+
+    layout: StateLayout
+    specs: Mapping[str, MeasurementSpec]
+    pools: tuple[Pool, ...]
+    pool_of: Mapping[str, int]
+    vocab_size: int
+    data_parallel: bool
+    final_norm: FinalNorm | None
+    before_norm: bool
+
+    @classmethod
+    def of(cls, layout: StateLayout, specs: Sequence[MeasurementSpec], vocab_size: int,
+           data_parallel: bool = False) -> RunSettings:
+        try:
+            final_norm: FinalNorm | None = FinalNorm.of(layout.final_norm, layout.model_type)
+        except ValueError:
+            if any(s.normalize == "initialized_ln" for s in specs):
+                raise
+            final_norm = None
+        pools = _pools(specs, layout.n_layers)
+        pool_of = {task: index for index, pool in enumerate(pools) for task in pool.members}
+        before_norm = bool(final_norm and final_norm.recomputes_last and layout.uses_hooks)
+        return cls(layout, {s.task: s for s in specs}, pools, pool_of, vocab_size, data_parallel, final_norm, before_norm)
+
+    @property
+    def states(self) -> tuple[int, ...]:
+        """Every state some task measures."""
+        return tuple(sorted({s for pool in self.pools for s in pool.states}))
+
+    def accumulator(self, index: int, states: Sequence[int], device: torch.device | str | None) -> ResidualStatistics | None:
+        """Fresh statistics of pool ``index`` for its states among ``states`` (None when it has none)."""
+        pool = self.pools[index]
+        mine = [s for s in pool.states if s in states]
+        return None if not mine else ResidualStatistics(
+            mine, measures=pool.measures, n_folds=pool.folds, vocab_size=self.vocab_size, seed=pool.seed,
+            device=device, check_values=False, extra_columns=len(pool.derived),  # feed() checks once per batch
+        )
+
+    def state_bytes(self, hidden_size: int) -> dict[int, int]:
+        """Float64 statistics each state needs, summed over the pools that measure it (no class sums)."""
+        return {
+            state: sum(
+                ResidualStatistics.memory_bytes(1, hidden_size, p.measures, p.folds, extra_columns=len(p.derived))
+                for p in self.pools if state in p.states
+            )
+            for state in self.states
+        }
+
+
+@dataclass
+class RunState:
+    """What changes during a run: each pool's accumulator for this pass, its counts and its results."""
+
+    stats: list[ResidualStatistics | None]
+    counts: list[dict[str, int]]
+    results: list[dict[str, MeasureResult] | None]
+    passes_done: int = 0
+    counts_reduced: bool = False
+
+    @classmethod
+    def fresh(cls, n_pools: int) -> RunState:
+        return cls([None] * n_pools, [{"docs": 0, "truncated": 0, "too_short": 0} for _ in range(n_pools)],
+                   [None] * n_pools)
+
+
+class CorpusRunner:
+    """Feeds batches of documents to the statistics of every task that measures them."""
+
+    def __init__(self, layout: StateLayout, specs: Sequence[MeasurementSpec], vocab_size: int,
+                 data_parallel: bool = False) -> None:
+        self.settings = RunSettings.of(layout, specs, vocab_size, data_parallel)
+        self.state = RunState.fresh(len(self.settings.pools))
+        self.start_pass(self.settings.states)
+
+    def statistics(self, task: str) -> ResidualStatistics | None:
+        """The accumulator of ``task``'s pool in this pass."""
+        return self.state.stats[self.settings.pool_of[task]]
+
+    def start_pass(self, states: Sequence[int], device: torch.device | str | None = None) -> None:
+        """Give every pool fresh statistics for its states among ``states``, kept on ``device`` (None: beside
+        the features); the next batches measure those. The runner starts with a pass over every state."""
+        if any(stats is not None and stats.n_tokens for stats in self.state.stats):
+            raise RuntimeError("end_pass() must solve the current pass before another starts")
+        self.state.stats = [self.settings.accumulator(i, states, device) for i in range(len(self.settings.pools))]
+
+    def end_pass(self) -> None:
+        """Reduce across ranks, solve this pass's states, keep their results and free their statistics."""
+        stats, pools = self.state.stats, self.settings.pools
+        active = [i for i, s in enumerate(stats) if s is not None]
+        if self.settings.data_parallel:  # only when the harness split the documents over the ranks
+            with torch.inference_mode():  # the statistics are inference tensors, made in the forward pass
+                for i in active:
+                    all_reduce_statistics(stats[i])
+        for i in active:
+            base = pools[i].base
+            results = stats[i].compute() if base is None else {"id": compute_shared(stats[base], stats[i], pools[i].column)}
+            known = self.state.results[i]
+            self.state.results[i] = results if known is None else {m: known[m].union(r) for m, r in results.items()}
+        self.state.stats = [None] * len(pools)
+        self.state.passes_done += 1
+
+    def feed(self, batch: Sequence[Document], device: torch.device | str) -> None:
+        """One forward pass over ``batch`` (any order), updating every owning task's pool."""
+        settings, state = self.settings, self.state
+        active = [i for i, s in enumerate(state.stats) if s is not None]
+        d = settings.layout.hidden_size
+        plan = plan_batch(batch, settings.pools, active, max(MIN_CHUNK_ROWS, CHUNK_BYTES // (8 * d), d))
+        top = int(plan.ids.max()) if plan.ids.numel() else 0
+        if top >= settings.vocab_size:
+            raise ValueError(
+                f"token id {top} is outside the tokenizer's vocabulary of {settings.vocab_size}: "
+                "the documents were tokenized by another tokenizer"
+            )
+        if state.passes_done == 0:
+            for index, counts in plan.counts.items():
+                for key in state.counts[index]:
+                    state.counts[index][key] += getattr(counts, key)
+        if plan.feeds:
+            self._carry_out(plan.to(device))
+
+    def _carry_out(self, plan: BatchPlan) -> None:
+        """The forward pass: every state of every chunk normalized once, then added to each feed's rows."""
+        settings, stats = self.settings, self.state.stats
+        n_layers = settings.layout.n_layers
+        dtypes: set[torch.dtype] = set()
+
+        def sink(state: int, hidden: torch.Tensor) -> None:
+            dtypes.add(hidden.dtype)
+            flat = hidden.reshape(-1, hidden.shape[-1])
+            for chunk in plan.chunks:
+                shares = [s for s in chunk.shares if state in stats[plan.feeds[s.feed].pool].states]
+                if not shares:
+                    continue
+                normalized = normalize_states(flat.index_select(0, chunk.rows), state, n_layers, chunk.normalize,
+                                              settings.final_norm, settings.before_norm)
+                for share in shares:
+                    f = plan.feeds[share.feed]
+                    part = slice(share.start, share.stop)
+                    features = normalized if share.pick is None else normalized.index_select(0, share.pick)
+                    stats[f.pool].partial_fit(state, features, f.targets[part], f.docs[part],
+                                              None if f.extra is None else f.extra[part], sign=f.sign)
+
+        wanted = sorted({s for f in plan.feeds for s in stats[f.pool].states})
+        run_decoder(settings.layout, plan.ids, plan.mask, wanted, sink, settings.before_norm)
+        # Once per batch, not per state (each check waits for the device): a non-finite feature
+        # leaves a non-finite sum behind, so the first bad batch is caught here.
+        for index in sorted({f.pool for f in plan.feeds}):
+            bad = stats[index].non_finite_states()
+            if bad:
+                raise ValueError(
+                    f"{', '.join(settings.pools[index].members)}: state {bad[0]} holds NaN or infinite values: the "
+                    f"model, computing in {', '.join(map(str, sorted(dtypes, key=str)))}, overflowed; run "
+                    "it in a wider dtype: --model_args dtype=bfloat16 (or dtype=float32)"
+                )
+
+    def finish(self, task: str) -> dict[str, float]:
+        """Reduce across ranks (once) and turn one task's statistics into its metrics."""
+        if any(s is not None for s in self.state.stats):
+            self.end_pass()
+        if not self.state.counts_reduced:
+            if self.settings.data_parallel:
+                self.state.counts = [all_reduce_counts(c) for c in self.state.counts]
+            self.state.counts_reduced = True
+        index, spec = self.settings.pool_of[task], self.settings.specs[task]
+        pool = self.settings.pools[index]
+        return task_metrics(
+            task, spec.measure, self.state.results[index][spec.measure], pool.states, self.settings.layout.n_layers,
+            (spec.law_first, spec.law_last), self.state.counts[index],
+        )

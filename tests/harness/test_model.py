@@ -1,0 +1,108 @@
+"""The nextlaw wrapper in-process: one pass per document for a group, padding copies counted once."""
+
+from __future__ import annotations
+
+import pytest
+from lm_eval.tasks import TaskManager
+
+from nextlaw_task.pipeline.capture import locate_states
+from nextlaw_task.harness.messages import CorpusMeasurement
+from nextlaw_task.harness.model import ModelLoadError, NextlawLM
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_model_dir):
+    return NextlawLM(pretrained=str(tiny_model_dir), batch_size=4)
+
+
+def requests_of(names, limit, metadata=None):
+    tasks = TaskManager(include_defaults=False, metadata=metadata or {}).load(names)["tasks"]
+    requests = []
+    for task in tasks.values():
+        task.build_all_requests(limit=limit)
+        requests += task.instances
+    return tasks, requests
+
+
+def count_passes(lm, requests):
+    decoder = locate_states(lm.model).decoder
+    calls = []
+    handle = decoder.register_forward_pre_hook(lambda *a: calls.append(True))
+    try:
+        answers = lm.loglikelihood_rolling(requests, disable_tqdm=True)
+    finally:
+        handle.remove()
+    return answers, len(calls)
+
+
+def test_runs_on_cpu_without_cuda(lm):
+    assert str(lm.device) == "cpu"
+
+
+def test_group_shares_one_forward_pass_per_batch(lm):
+    tasks, requests = requests_of(["nextlaw"], limit=12)
+    assert len(requests) == 8 * 12
+    answers, passes = count_passes(lm, requests)
+    assert passes == 3  # 12 shared documents in batches of 4
+    assert all(isinstance(a, CorpusMeasurement) for a in answers)
+    by_task = {a.task: a.metrics for a in answers}
+    assert set(by_task) == set(tasks)
+    assert all(m["n_docs"] == 12.0 for m in by_task.values())
+    # targets differ, so the flows differ from the next-token measurement
+    assert by_task["nextlaw_flow_previous"]["pr_layer_01"] != by_task["nextlaw_equilearning"]["pr_layer_01"]
+
+
+def test_padding_copies_are_counted_once(lm):
+    _, requests = requests_of(["nextlaw_equilearning"], limit=10)
+    plain, _ = count_passes(lm, requests)
+    padded, _ = count_passes(lm, requests + [requests[-1]] * 3)  # how the harness pads ranks
+    assert len(padded) == 13
+    assert padded[0].metrics == plain[0].metrics
+    assert padded[-1].metrics["n_docs"] == 10.0
+
+
+def test_other_rolling_requests_go_to_hf(lm, tmp_path):
+    from lm_eval.api.instance import Instance
+
+    _, ours = requests_of(["nextlaw_equilearning"], limit=6)
+    theirs = [Instance("loglikelihood_rolling", {}, ("A short text to score.",), 0, ("other", 0, 1))]
+    answers = lm.loglikelihood_rolling([theirs[0], *ours], disable_tqdm=True)
+    assert isinstance(answers[0], float) and answers[0] < 0
+    assert answers[0] == pytest.approx(lm.loglikelihood_rolling(theirs, disable_tqdm=True)[0])
+    assert all(isinstance(a, CorpusMeasurement) for a in answers[1:])
+
+
+def test_unknown_model_names_the_fix(tmp_path):
+    with pytest.raises(ModelLoadError, match="pretrained=smollm2"):
+        NextlawLM(pretrained=str(tmp_path / "no-such-model"))
+
+
+def test_documents_are_cut_to_the_model_context(tmp_path):
+    import json
+
+    from tiny import save_tiny_model
+    from nextlaw_task.corpus import embedded_corpus_path, read_documents
+
+    gpt2 = NextlawLM(pretrained=str(save_tiny_model(tmp_path / "gpt2", "gpt2")), batch_size=4)
+    assert gpt2.max_length == 128
+    sentences = read_documents(embedded_corpus_path())
+    corpus = tmp_path / "long.jsonl"
+    corpus.write_text("".join(json.dumps({"text": " ".join(sentences[i : i + 8])}) + "\n" for i in range(0, 48, 8)))
+    _, requests = requests_of(["nextlaw_equilearning"], limit=6, metadata={"nextlaw_data": str(corpus)})
+    answers, _ = count_passes(gpt2, requests)
+    metrics = answers[0].metrics
+    assert metrics["n_docs_truncated"] == 6.0
+    assert metrics["n_tokens"] == 6 * 127  # 128 positions each, the last one has no next token
+
+
+def test_memory_budget_measures_groups_of_states_in_passes(lm, caplog):
+    _, requests = requests_of(["nextlaw_equilearning"], limit=10)
+    plain, batches = count_passes(lm, requests)
+    # one state's id statistics: 8 * (1 + 33 + 33**2 + 33) = 9248 bytes for hidden size 32
+    _, budgeted = requests_of(["nextlaw_equilearning"], limit=10, metadata={"nextlaw_memory_budget": "20000"})
+    with caplog.at_level("INFO", logger="nextlaw_task"):
+        split, passes = count_passes(lm, budgeted)
+    assert passes == 2 * batches == 6
+    assert "over the 19.5 KiB budget: 2 passes over the corpus, states 0-1; 2-3" in caplog.text
+    assert split[0].metrics == pytest.approx(plain[0].metrics, rel=1e-12)
+    assert split[0].metrics["n_docs"] == 10.0
