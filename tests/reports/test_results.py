@@ -212,3 +212,24 @@ def test_round_trip_of_any_values(
     (row,) = read_results_file(path).rows
     assert dict(row.layers) == prs
     assert all(close(getattr(row, m), v) for m, v in zip(LAW_METRICS, law))
+
+
+def test_fuzziness_rows_are_read_as_fuzziness_new_and_old_names(tmp_path: Path) -> None:
+    values = {s: 1000.0 - 100 * s for s in range(4)}
+    new = {layer_metric("fuzziness", s, 3): v for s, v in values.items()}
+    old = {layer_metric("pr", s, 3): v for s, v in values.items()}
+    document = results_document("m", {"nextlaw_separation_fuzziness": new, "nextlaw_equilearning": old})
+    rows = {row.task: row for row in read_results_file(write_results(tmp_path / "new", document)).rows}
+    assert rows["nextlaw_separation_fuzziness"].quantity == "fuzziness"
+    assert dict(rows["nextlaw_separation_fuzziness"].layers) == values
+    assert rows["nextlaw_equilearning"].quantity == "pr"
+    legacy = results_document("m", {"nextlaw_separation_fuzziness": old})
+    (row,) = read_results_file(write_results(tmp_path / "old", legacy)).rows
+    assert (row.quantity, dict(row.layers)) == ("fuzziness", values)
+
+
+def test_held_out_fold_spreads_are_not_the_rows_values(tmp_path: Path) -> None:
+    metrics = {layer_metric("pr", s, 3): 0.9 - 0.1 * s for s in range(4)}
+    metrics |= {layer_metric("pr_fold_std", s, 3): 0.01 for s in range(4)}
+    (row,) = read_results_file(write_results(tmp_path, results_document("m", {"nextlaw_heldout": metrics}))).rows
+    assert dict(row.layers) == {s: 0.9 - 0.1 * s for s in range(4)}
