@@ -18,6 +18,9 @@ repeats, and the RSS growth at scale is taken against the smallest, so that it i
 - the group ``nextlaw`` (all eight variants) through ``lm_eval``;
 - (a) and (c) again on a corpus ``--scale`` times larger ((c) is skipped, saying so, when its
   features would not fit in memory);
+- ``big``: (a) and (b) on a synthetic corpus of ``--big-documents`` documents (100,000 by default:
+  random words of the embedded corpus, 5 to 40 a document, seed 666) with the tiny random Llama,
+  whatever ``--model`` is: the peak RSS of the wrapper against lm-eval's own rolling run;
 - (a) once more on both corpora with glibc's mmap threshold pinned at 1 MiB
   (``MALLOC_MMAP_THRESHOLD_``): blocks of over 1 MiB then go back to the system when freed, so the
   peak RSS shows the memory in use rather than what the heap kept after batches of other shapes
@@ -48,7 +51,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 LOGGED = re.compile(r"nextlaw: measured (\d+) documents, (\d+) tokens in ([0-9.]+) s")
 PR_KEY = re.compile(r"^pr_layer_(\d+),none$")
-RUNS = ("a", "floor", "b", "c", "group", "scale")
+RUNS = ("a", "floor", "b", "c", "group", "scale", "big")
 TARGETS = (
     ("a / floor", "<=", 1.15),
     ("a / b", "<=", 1.0),
@@ -56,6 +59,7 @@ TARGETS = (
     ("RSS growth of a at scale", "<", 0.10),
     ("RSS growth of a at scale, mmap pinned", "<", 0.10),
     ("group / a", "<=", 1.5),
+    ("peak RSS on the big corpus, a / b", "<=", 1.0),
 )
 #: runs on the base corpus made ``--repeats`` times (interleaved): the targets closest to noise
 REPEATED = ("a", "floor", "group")
@@ -79,6 +83,21 @@ def corpus(sentences: int, out: Path, austen: Path) -> Path:
              "--seed", "666", "--out", str(path)],
             check=True, stdout=subprocess.DEVNULL,
         )
+    return path
+
+
+def big_corpus(documents: int, out: Path) -> Path:
+    """``documents`` synthetic documents: 5 to 40 random words of the embedded corpus each (seed 666)."""
+    import random
+
+    from nextlaw_task.corpus import embedded_corpus_path, read_documents
+
+    path = out / f"synthetic_{documents}.jsonl"
+    if not path.exists():
+        words = sorted({w for text in read_documents(embedded_corpus_path()) for w in text.split()})
+        draw = random.Random(666)
+        lines = (json.dumps({"text": " ".join(draw.choices(words, k=draw.randint(5, 40)))}) for _ in range(documents))
+        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return path
 
 
@@ -303,6 +322,8 @@ def ratios_of(runs: dict, scale: int) -> dict[str, float]:
     if a and f"a x{scale}" in runs:  # against the smallest peak of the repeats: the growth is not understated
         base = min(runs["a"].get("all_peak_rss_mib", [runs["a"]["peak_rss_mib"]]))
         ratios["RSS growth of a at scale"] = runs[f"a x{scale}"]["peak_rss_mib"] / base - 1
+    if "a big" in runs and "b big" in runs:
+        ratios["peak RSS on the big corpus, a / b"] = runs["a big"]["peak_rss_mib"] / runs["b big"]["peak_rss_mib"]
     if "a pinned" in runs and f"a x{scale} pinned" in runs:
         ratios["RSS growth of a at scale, mmap pinned"] = (
             runs[f"a x{scale} pinned"]["peak_rss_mib"] / runs["a pinned"]["peak_rss_mib"] - 1
@@ -352,6 +373,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS),
                         help="runs to make; 'scale' repeats a and c on the larger corpus, and a on both "
                              "with glibc's mmap threshold pinned (default: all)")
+    parser.add_argument("--big-documents", type=int, default=100_000,
+                        help="documents of the synthetic corpus of the 'big' runs (default: 100000)")
     parser.add_argument("--austen", type=Path, default=REPO / "tasks" / "data" / "austen")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
@@ -397,6 +420,12 @@ def main() -> None:
         steps[f"c {scaled}"] = lambda: brute_force(large, runs[f"a {scaled}"]["tokens"])
         steps["a pinned"] = lambda: run_lm_eval("nextlaw_equilearning", base, args, PINNED_MMAP)
         steps[f"a {scaled} pinned"] = lambda: run_lm_eval("nextlaw_equilearning", large, args, PINNED_MMAP)
+    if "big" in args.runs:
+        tiny = argparse.Namespace(**{**vars(args), "model_dir": model_dir("random-llama-tiny", args.out, args.device,
+                                                                           args.dtype)})
+        synthetic = big_corpus(args.big_documents, args.out)
+        steps["a big"] = lambda: run_lm_eval("nextlaw_equilearning", synthetic, tiny)
+        steps["b big"] = lambda: run_worker("hf", synthetic, tiny)
     runs: dict[str, dict] = {}
     for round_ in range(args.repeats):
         for name, step in steps.items():

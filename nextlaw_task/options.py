@@ -18,12 +18,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from nextlaw_task.corpus import CorpusSource
+from nextlaw_task.errors import NextlawError
 from nextlaw_task.schema import HELDOUT_MEASURES, MEASURES, NORMALIZATIONS, TARGETS, Target, resolve_state
 
 logger = logging.getLogger(__name__)
 
 
-class OptionError(ValueError):
+class OptionError(NextlawError, ValueError):
     """A nextlaw option has a value that cannot be used; the message says which and why."""
 
 
@@ -42,6 +44,9 @@ class MeasurementSpec:
     law_last: int = -1
     seed: int = 666
     data: str | None = None
+    split: str | None = None
+    text_field: str = "text"
+    sample: int | None = None
     memory_budget: int | None = None
 
     def states(self, n_layers: int) -> tuple[int, ...]:
@@ -51,6 +56,10 @@ class MeasurementSpec:
     def law_states(self, n_layers: int) -> tuple[int, int]:
         """(first, last) state of the law's fit, negative values counted back from L as everywhere."""
         return resolve_state(self.law_first, n_layers), resolve_state(self.law_last, n_layers)
+
+    def corpus_source(self) -> CorpusSource:
+        """Where the documents come from: the corpus, its split and text field, the sample drawn."""
+        return CorpusSource(self.data, self.split, self.text_field, self.sample, self.seed)
 
     @property
     def positions(self) -> Target:
@@ -96,16 +105,30 @@ def _as_int(key: str, value: Any) -> int:
 
 
 def _as_path(key: str, value: Any) -> str:
-    """A non-empty path (``~`` expanded); an empty one would silently read the current folder."""
+    """A non-empty path (``~`` expanded) or dataset id; an empty one would silently read the current folder."""
     if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
         raise OptionError(
-            f"{key}={value!r}: expected the path of a corpus (a .jsonl file, a .txt file or a folder of "
-            ".txt files); leave the key out for the embedded corpus"
+            f"{key}={value!r}: expected a corpus: a file ({CORPUS_SUFFIXES}), a folder of them, a folder saved "
+            "with datasets' save_to_disk, or a Hugging Face dataset id; leave the key out for the embedded corpus"
         )
     try:
         return str(Path(value).expanduser())
     except (RuntimeError, ValueError) as error:  # an unknown ~user, a NUL character
         raise OptionError(f"{key}={value!r}: not a usable path ({error}); pass an absolute path") from None
+
+
+def _as_name(key: str, value: Any) -> str:
+    """A non-empty name (a split, a field)."""
+    if not isinstance(value, str) or not value.strip():
+        raise OptionError(f"{key}={value!r}: expected a non-empty name")
+    return value.strip()
+
+
+def _as_sample(key: str, value: Any) -> int:
+    count = _as_int(key, value)
+    if count < 1:
+        raise OptionError(f"{key}={count}: draw at least 1 document, or leave the key out to measure them all")
+    return count
 
 
 def _as_max_tokens(key: str, value: Any) -> int:
@@ -134,6 +157,9 @@ def _as_seed(key: str, value: Any) -> int:
         raise OptionError(f"{key}={seed}: the seed must be an integer from 0 to 2**64 - 1")
     return seed
 
+
+#: The corpus file forms, for messages and the options table.
+CORPUS_SUFFIXES = "`.txt`, `.jsonl`, `.jsonl.gz`, `.json`, `.csv`, `.parquet`"
 
 UNITS = {
     "": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
@@ -172,7 +198,13 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("nextlaw_data", "data", _as_path, "embedded Austen sentences",
-           "the corpus: a `.jsonl` (field `text`), a `.txt` (blank-line paragraphs) or a folder of `.txt` files"),
+           f"the corpus: a file ({CORPUS_SUFFIXES}), a folder of them (sub-folders too), a folder saved with "
+           "`save_to_disk`, or a Hugging Face dataset id"),
+    Option("nextlaw_split", "split", _as_name, "the only split, else `train`",
+           "the split of a dataset with splits (a `save_to_disk` folder or a Hub id)"),
+    Option("nextlaw_text_field", "text_field", _as_name, "`text`", "the field or column that holds the text"),
+    Option("nextlaw_sample", "sample", _as_sample, "all documents",
+           "draw this many documents: the non-blank documents shuffled with `nextlaw_seed`, the first N kept"),
     Option("nextlaw_max_tokens", "max_tokens", _as_max_tokens, "512", "truncate each document to this many tokens"),
     Option("nextlaw_layers", "layers", _as_layers, "`all`",
            "states measured: `all`, `0,4,8` (negative counts back from L: -1 = L) or `every:4`"),
@@ -185,7 +217,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("nextlaw_law_last", "law_last", _as_int, "-1 (= L)",
            "last state of the law's fit (negative counts back from L: -1 = L, -2 = L - 1)"),
     Option("nextlaw_seed", "seed", _as_seed, "666",
-           "seed of the vocabulary permutation of `nextlaw_shuffled_id`, 0 .. 2**64 - 1"),
+           "seed of the document sample and of the vocabulary permutation of `nextlaw_shuffled_id`, 0 .. 2**64 - 1"),
     Option("nextlaw_memory_budget", "memory_budget", parse_bytes, "GPU: half the free GPU memory; CPU: no limit",
            "memory the float64 statistics may take (`8GiB`, `500MB`); beyond it the states are split into "
            "contiguous ranges that each fit, one pass over the corpus per range (k passes cost about (k+1)/2 "

@@ -19,7 +19,7 @@ def tiny_benchmark(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]
     out = tmp_path_factory.mktemp("bench")
     subprocess.run(
         [sys.executable, str(BENCH), "--model", "random-llama-tiny", "--sentences", "20", "--scale", "2",
-         "--repeats", "2", "--out", str(out)],
+         "--repeats", "2", "--big-documents", "300", "--out", str(out)],
         check=True, capture_output=True, text=True,
     )
     stem = out / "pipeline_random-llama-tiny_cpu"
@@ -28,12 +28,20 @@ def tiny_benchmark(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]
 
 def test_every_run_and_ratio_is_reported(tiny_benchmark: tuple[dict, str]) -> None:
     report, markdown = tiny_benchmark
-    assert list(report["runs"]) == ["a", "floor", "b", "c", "group", "a x2", "c x2", "a pinned", "a x2 pinned"]
+    assert list(report["runs"]) == [
+        "a", "floor", "b", "c", "group", "a x2", "c x2", "a pinned", "a x2 pinned", "a big", "b big"
+    ]
     assert report["runs"]["a"]["documents"] == 20 and report["runs"]["a x2"]["documents"] == 40
-    assert {run["tokens"] for name, run in report["runs"].items() if "x2" not in name} == {report["runs"]["a"]["tokens"]}
+    assert report["runs"]["a big"]["documents"] == 300 and report["runs"]["a big"]["tokens"] == report["runs"]["b big"]["tokens"]
+    assert {run["tokens"] for name, run in report["runs"].items() if "x2" not in name and "big" not in name} == {
+        report["runs"]["a"]["tokens"]
+    }
     assert set(report["ratios"]) == {
         "a / floor", "a / b", "c / a", "group / a", "RSS growth of a at scale", "RSS growth of a at scale, mmap pinned",
+        "peak RSS on the big corpus, a / b",
     }
+    big = report["runs"]["a big"]["peak_rss_mib"] / report["runs"]["b big"]["peak_rss_mib"]
+    assert report["ratios"]["peak RSS on the big corpus, a / b"] == big
     assert report["ratios"]["c / a"] == report["runs"]["c"]["seconds"] / report["runs"]["a"]["seconds"]
     for name in ("a", "floor", "group"):  # repeated: the fastest counts
         assert len(report["runs"][name]["all_seconds"]) == 2

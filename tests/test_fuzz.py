@@ -3,7 +3,7 @@
 Whatever the values, types, bytes, encodings or folder shapes, nextlaw either accepts the input
 (and then it is usable: a valid spec, documents that are text) or fails with its own error that
 names the key, file or line: ``OptionError`` / ``CorpusError``, never a stray exception.
-tests/test_corpus.py fuzzes single files' bytes; here: folders, line numbers, path shapes.
+tests/corpus/test_read_documents.py fuzzes single files' bytes; here: folders, line numbers, path shapes.
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ _layers = (
 _paths = st.text(max_size=12) | st.sampled_from(["", " \t", "~", "~/c.jsonl", "~nobody_nextlaw/c.jsonl", "a\x00b"])
 _values = {
     "nextlaw_data": _paths | _any,
+    "nextlaw_split": st.sampled_from(["train", " test ", "", "  "]) | _any,
+    "nextlaw_text_field": st.sampled_from(["text", "body", ""]) | _any,
+    "nextlaw_sample": _int_like | _any,
     "nextlaw_max_tokens": _int_like | _any,
     "nextlaw_layers": _layers | _any,
     "nextlaw_normalize": st.sampled_from([*NORMALIZATIONS, " None ", "STANDARDIZE", "whiten", ""]) | _any,
@@ -91,6 +94,9 @@ def test_fuzz_metadata_gives_a_usable_spec_or_an_option_error(task_kwargs, metad
     assert spec.measure in MEASURES and spec.target in TARGETS and spec.normalize in NORMALIZATIONS
     assert spec.max_tokens >= 3 and (spec.folds == 0 or spec.folds >= 2)
     assert not spec.folds or spec.measure in HELDOUT_MEASURES
+    assert spec.sample is None or spec.sample >= 1
+    assert spec.split is None or spec.split.strip() == spec.split != ""
+    assert isinstance(spec.text_field, str) and spec.text_field.strip() == spec.text_field != ""
     assert states and states == tuple(sorted(set(states))) and 0 <= states[0] <= states[-1] <= n_layers
     given_path = metadata.get("nextlaw_data")
     assert spec.data is None or (isinstance(given_path, (str, os.PathLike)) and str(given_path).strip())

@@ -70,15 +70,20 @@ def test_folds_are_accepted_exactly_for_the_held_out_measures(measure: str) -> N
 
 def test_every_option_sets_its_field() -> None:
     values = {
-        "nextlaw_data": "/tmp/corpus.jsonl", "nextlaw_max_tokens": "64", "nextlaw_layers": "every:2",
-        "nextlaw_normalize": "none", "nextlaw_folds": "3", "nextlaw_law_first": "2", "nextlaw_law_last": "-2",
-        "nextlaw_seed": "5", "nextlaw_memory_budget": "1KiB",
+        "nextlaw_data": "/tmp/corpus.jsonl", "nextlaw_split": "validation", "nextlaw_text_field": "body",
+        "nextlaw_sample": "30", "nextlaw_max_tokens": "64", "nextlaw_layers": "every:2", "nextlaw_normalize": "none",
+        "nextlaw_folds": "3", "nextlaw_law_first": "2", "nextlaw_law_last": "-2", "nextlaw_seed": "5",
+        "nextlaw_memory_budget": "1KiB",
     }
     assert set(values) == set(KNOWN_KEYS)
     spec = build_spec("t", {}, values)
     assert [getattr(spec, o.field) for o in OPTIONS] == [
-        "/tmp/corpus.jsonl", 64, "every:2", "none", 3, 2, -2, 5, 1024
+        "/tmp/corpus.jsonl", "validation", "body", 30, 64, "every:2", "none", 3, 2, -2, 5, 1024
     ]
+    source = spec.corpus_source()
+    assert (source.location, source.split, source.text_field, source.sample, source.seed) == (
+        "/tmp/corpus.jsonl", "validation", "body", 30, 5
+    )
 
 
 def test_the_readme_options_table_is_the_schemas() -> None:

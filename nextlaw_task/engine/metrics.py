@@ -11,13 +11,14 @@ import math
 from collections.abc import Mapping, Sequence
 
 from nextlaw_task.engine.law import fit_law
+from nextlaw_task.errors import NextlawError
 from nextlaw_task.engine.measures import MeasureResult
 from nextlaw_task.schema import FOLD_SPREAD, MEASURES, layer_metric, resolve_state
 
 logger = logging.getLogger(__name__)
 
 
-class HeldoutError(ValueError):
+class HeldoutError(NextlawError, ValueError):
     """Held-out PR was asked for, but some training folds have no more samples than parameters."""
 
 

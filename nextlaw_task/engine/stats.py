@@ -49,6 +49,8 @@ class ResidualStatistics:
     extra_columns: number of further float columns kept after the scalar targets, given per row
         by ``partial_fit(..., extra=...)``: targets of other row sets that share these features,
         measured by :func:`compute_shared` (their sums ride on this Gram update at little cost).
+    class_slots: class slots each state reserves up front (the distinct targets expected, when known:
+        the memory plan counts them); more are added, geometrically, when more classes arrive.
     check_values: check every batch's target range and finiteness in ``partial_fit`` (each check
         waits for the device). A caller that checks its targets once per batch for all states, and
         calls ``non_finite_states()`` after the batch, turns it off; ``compute()`` always refuses
@@ -65,6 +67,7 @@ class ResidualStatistics:
         device: torch.device | str | None = None,
         check_values: bool = True,
         extra_columns: int = 0,
+        class_slots: int = 0,
     ) -> None:
         self.states = checks.states_list(states)
         self.measures = checks.measures_list(measures)
@@ -80,6 +83,7 @@ class ResidualStatistics:
         if not isinstance(extra_columns, int) or extra_columns < 0:
             raise ValueError(f"extra_columns must be an int >= 0, got {extra_columns!r}")
         self.extra_columns = extra_columns
+        self.class_slots = max(0, int(class_slots))
         self._hidden_size: int | None = None
         self._stats: dict[int, StateSums] = {}
         self._classes: ClassIndex | None = None
@@ -173,7 +177,9 @@ class ResidualStatistics:
             checks.finite(state, features, column_sums)
         self._device, self._hidden_size = device, features.shape[1]
         if entry is None:
-            entry = self._stats[state] = StateSums.empty(shift, self._folds, self._hidden_size, self._with_classes)
+            entry = self._stats[state] = StateSums.empty(
+                shift, self._folds, self._hidden_size, self._with_classes, self.class_slots
+            )
         self._accumulate(entry, z, column_sums, fold, sign)
         if self._with_classes:
             self._accumulate_classes(entry, z, targets, fold)

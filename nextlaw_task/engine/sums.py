@@ -104,15 +104,16 @@ class StateSums:
     count: int = 0
 
     @classmethod
-    def empty(cls, shift: Tensor, folds: int, hidden_size: int, with_classes: bool) -> StateSums:
+    def empty(cls, shift: Tensor, folds: int, hidden_size: int, with_classes: bool, slots: int = 0) -> StateSums:
+        """Zero sums about ``shift``; with classes, room for ``slots`` of them to begin with."""
         size, kw = shift.numel(), {"dtype": F64, "device": shift.device}
         return cls(
             shift=shift.clone(),
             n=torch.zeros(folds, **kw),
             z=torch.zeros(folds, size, **kw),
             zz=torch.zeros(folds, size, size, **kw),
-            counts=torch.zeros(folds, 0, **kw) if with_classes else None,
-            class_x=torch.zeros(folds, 0, hidden_size, **kw) if with_classes else None,
+            counts=torch.zeros(folds, slots, **kw) if with_classes else None,
+            class_x=torch.zeros(folds, slots, hidden_size, **kw) if with_classes else None,
         )
 
     @property

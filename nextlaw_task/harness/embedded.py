@@ -16,6 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from nextlaw_task.errors import NextlawError
+
 logger = logging.getLogger(__name__)
 
 EMBEDDED_NAMES = ("smollm2", "smollm2-135m-instruct")
@@ -24,7 +26,7 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_NAME = "SmolLM2-135M-Instruct-Q4_1-dequantized"
 
 
-class EmbeddedModelMissing(RuntimeError):
+class EmbeddedModelMissing(NextlawError, RuntimeError):
     """The package that carries the embedded model, or what loading GGUF needs, is not installed."""
 
 

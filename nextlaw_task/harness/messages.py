@@ -15,10 +15,11 @@ from dataclasses import dataclass
 
 from lm_eval.api.instance import Instance
 
+from nextlaw_task.errors import NextlawError
 from nextlaw_task.options import MeasurementSpec
 
 
-class NextlawModelRequired(RuntimeError):
+class NextlawModelRequired(NextlawError, RuntimeError):
     """A nextlaw task was run by a model other than ``--model nextlaw``."""
 
     def __init__(self, task: str | None) -> None:

@@ -13,24 +13,29 @@ import time
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
 import torch
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import Collator
 from tqdm import tqdm
 
-from nextlaw_task.pipeline.capture import locate_states
+from nextlaw_task.errors import NextlawError
 from nextlaw_task.harness.embedded import embedded_model_dir, is_embedded
 from nextlaw_task.harness.messages import CorpusMeasurement, NextlawRequest
 from nextlaw_task.options import MeasurementSpec, format_bytes
+from nextlaw_task.pipeline.capture import locate_states
 from nextlaw_task.pipeline.memory import plan_memory
 from nextlaw_task.pipeline.plan import Document
 from nextlaw_task.pipeline.runner import CorpusRunner
 
 logger = logging.getLogger(__name__)
 
+#: documents tokenized per call of the (fast, batched) tokenizer
+TOKENIZE_BATCH = 1024
 
-class ModelLoadError(RuntimeError):
+
+class ModelLoadError(NextlawError, RuntimeError):
     """The model named by ``pretrained`` cannot be loaded; the message names the fix."""
 
 
@@ -40,8 +45,8 @@ def follow_harness_logging() -> None:
     for handler in harness.handlers:
         if handler not in ours.handlers:
             ours.addHandler(handler)
-    if harness.handlers:
-        ours.setLevel(harness.getEffectiveLevel())
+    if harness.handlers:  # a level set for nextlaw alone (--verbosity DEBUG) is kept when lower
+        ours.setLevel(min(harness.getEffectiveLevel(), ours.level or logging.CRITICAL))
 
 
 class NextlawLM(HFLM):
@@ -102,32 +107,32 @@ class NextlawLM(HFLM):
         documents = self._documents(unique)
         layout = locate_states(self.model)
         ordered = sorted(specs.values(), key=lambda s: s.task)
-        runner = CorpusRunner(layout, ordered, len(self.tokenizer), data_parallel=self.world_size > 1)
+        runner = CorpusRunner(layout, ordered, len(self.tokenizer), self.world_size > 1, documents)
         settings = runner.settings
-        plan = plan_memory(
-            self.device, settings.state_bytes(layout.hidden_size), ordered[0].memory_budget, settings.data_parallel
-        )
+        state_bytes = settings.state_bytes(layout.hidden_size)
+        plan = plan_memory(self.device, state_bytes, ordered[0].memory_budget, settings.data_parallel)
         n_tokens = sum(len(d.tokens) for d in documents)
+        class_bytes = plan.needed - sum(settings.state_bytes(layout.hidden_size, classes=False).values())
         logger.info(
             "nextlaw: %d documents, %d tokens, states %s of %d layers, tasks %s in %d accumulator pool(s) "
-            "needing %s of float64 statistics (plus per-class sums for one-hot measures) on %s%s",
+            "needing %s of float64 statistics (%s of them per-class sums) on %s%s",
             len(documents), n_tokens, list(settings.states), layout.n_layers, ", ".join(sorted(specs)),
-            len(settings.pools), format_bytes(plan.needed), plan.device, plan.note(),
+            len(settings.pools), format_bytes(plan.needed), format_bytes(class_bytes), plan.device, plan.note(),
         )
-        collator = Collator(documents, sort_fn=lambda d: (-len(d.tokens), d.tokens))
+        collator = Collator(documents, sort_fn=lambda d: -len(d.tokens))
         batch_size = self._nextlaw_batch_size(max(len(d.tokens) for d in documents))
         batches = list(collator.get_batched(n=batch_size))
         progress = tqdm(
             total=len(documents) * len(plan.passes), desc="nextlaw hidden states", disable=disable_tqdm or self.rank != 0
         )
         start = time.perf_counter()
-        for states in plan.passes:
-            runner.start_pass(states, plan.device)
-            for batch in batches:
-                runner.feed(batch, self.device)
-                progress.update(len(batch))
-            runner.end_pass()
-        progress.close()
+        with progress:  # closed (its line ended) on an error too, so the error prints on a line of its own
+            for states in plan.passes:
+                runner.start_pass(states, plan.device)
+                for batch in batches:
+                    runner.feed(batch, self.device)
+                    progress.update(len(batch))
+                runner.end_pass()
         metrics = {name: runner.finish(name) for name in sorted(specs)}
         seconds = time.perf_counter() - start
         logger.info(
@@ -156,10 +161,15 @@ class NextlawLM(HFLM):
             occurrence = seen[(request.task_name, request.text, limit)]
             seen[(request.task_name, request.text, limit)] += 1
             owners[(request.text, limit, occurrence)].append((request.task_name, request.doc_id))
+        keys = list(owners)
         documents = []
-        for (text, max_tokens, _), owned in owners.items():
-            tokens = self.tokenizer(text, add_special_tokens=True)["input_ids"]
-            documents.append(Document(tuple(tokens[:max_tokens]), tuple(owned), len(tokens) > max_tokens))
+        for start in range(0, len(keys), TOKENIZE_BATCH):
+            chunk = keys[start : start + TOKENIZE_BATCH]
+            encoded = self.tokenizer([text for text, _, _ in chunk], add_special_tokens=True)["input_ids"]
+            for key, tokens in zip(chunk, encoded, strict=True):
+                max_tokens = key[1]
+                ids = np.asarray(tokens[:max_tokens], dtype=np.int32)
+                documents.append(Document(ids, tuple(owners[key]), len(tokens) > max_tokens))
         return documents
 
     def _nextlaw_batch_size(self, longest: int) -> int:

@@ -5,7 +5,9 @@ imports this module in every Python process. It imports nothing heavy: it only a
 that acts once lm-eval's own modules are imported. After ``lm_eval.models`` loads, it registers
 the model name ``nextlaw`` lazily (``nextlaw_task.harness.model`` is imported only when the model is
 used); after ``lm_eval.tasks.manager`` loads, every ``TaskManager`` also scans nextlaw's task
-folder, as if ``--include_path`` named it. Without lm-eval nothing happens. Any failure here is
+folder, as if ``--include_path`` named it; after ``lm_eval.evaluator`` loads, every run checks
+its nextlaw options and corpus before the model loads, and nextlaw's own errors end it with one
+line (``preflight``). Without lm-eval nothing happens. Any failure here is
 swallowed: a start-up hook must never break the interpreter.
 """
 
@@ -56,6 +58,17 @@ def include_tasks(module: types.ModuleType) -> None:
     manager.__init__ = __init__
 
 
+def guard_runs(module: types.ModuleType) -> None:
+    """Check nextlaw options and corpus at the start of every ``simple_evaluate`` (before the model
+    loads), and print nextlaw's own errors as one line (``nextlaw_task.harness.preflight``)."""
+    from nextlaw_task.harness.preflight import checked, report_error
+
+    if not getattr(module.simple_evaluate, "_nextlaw", False):
+        module.simple_evaluate = checked(module.simple_evaluate)
+    if not getattr(sys.excepthook, "_nextlaw", False):
+        sys.excepthook = report_error(sys.excepthook)
+
+
 class AfterImport:
     """A ``sys.meta_path`` finder that runs an action right after a named module has executed.
 
@@ -91,7 +104,7 @@ class AfterImport:
 
 def install() -> None:
     """Add the finder, or act at once on modules that are already imported."""
-    actions = {"lm_eval.models": register_model, "lm_eval.tasks.manager": include_tasks}
+    actions = {"lm_eval.models": register_model, "lm_eval.tasks.manager": include_tasks, "lm_eval.evaluator": guard_runs}
     for name, action in list(actions.items()):
         if name in sys.modules:
             action(sys.modules[name])

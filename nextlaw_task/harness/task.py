@@ -20,7 +20,7 @@ from typing import Any
 import datasets
 from lm_eval.api.task import ConfigurableTask
 
-from nextlaw_task.corpus import CorpusError, embedded_corpus_path, read_documents
+from nextlaw_task.corpus import load_corpus
 from nextlaw_task.harness.messages import CorpusMeasurement, NextlawModelRequired, NextlawRequest
 from nextlaw_task.options import MeasurementSpec, OptionError, build_spec
 from nextlaw_task.schema import HIGHER_IS_BETTER
@@ -49,18 +49,12 @@ class NextlawTask(ConfigurableTask):
 
     def download(self, dataset_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         """Read the corpus (embedded by default), skipping and counting blank documents."""
-        path = self.spec.data or str(embedded_corpus_path())
-        texts = read_documents(path)
-        kept = [t for t in texts if t.strip()]
-        self.n_empty_docs = len(texts) - len(kept)
-        if self.n_empty_docs:
-            logger.warning("%s: skipped %d empty or whitespace documents of %s", self.spec.task, self.n_empty_docs, path)
-        if not kept:
-            raise CorpusError(
-                f"corpus {path} has no non-empty documents ({len(texts)} empty or blank); nextlaw needs text "
-                "to measure: put documents in it, or point nextlaw_data at another corpus"
-            )
-        self.dataset = datasets.DatasetDict({"test": datasets.Dataset.from_dict({"text": kept})})
+        corpus = load_corpus(self.spec.corpus_source())
+        self.n_empty_docs = corpus.n_empty
+        if corpus.n_empty:
+            logger.warning("%s: skipped %d empty or whitespace documents of %s", self.spec.task, corpus.n_empty,
+                           corpus.location)
+        self.dataset = datasets.DatasetDict({"test": datasets.Dataset.from_dict({"text": list(corpus.texts)})})
 
     def has_training_docs(self) -> bool:
         return False

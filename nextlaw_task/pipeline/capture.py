@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from nextlaw_task.errors import NextlawError
+
 BLOCK_NAMES = ("layers", "h", "blocks", "block")
 NORM_NAMES = ("norm", "ln_f", "final_layernorm", "final_layer_norm", "norm_f", "ln_out")
 # Architectures whose ``output_hidden_states`` omit the embedding state (see module docstring).
@@ -34,7 +36,7 @@ NO_EMBEDDING_STATE = frozenset({"mamba", "mamba2", "falcon_mamba", "rwkv"})
 StateSink = Callable[[int, torch.Tensor], None]
 
 
-class UnsupportedModelError(ValueError):
+class UnsupportedModelError(NextlawError, ValueError):
     """The model's hidden states cannot be mapped to the canonical states 0..L."""
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from nextlaw_task.engine.reduce import all_reduce_ints
-from nextlaw_task.options import format_bytes
+from nextlaw_task.options import OptionError, format_bytes
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def plan_memory(
     if largest > budget:
         if device.type == "cuda":
             return MemoryPlan(torch.device("cpu"), (tuple(states),), needed, budget)
-        raise ValueError(
+        raise OptionError(
             f"nextlaw_memory_budget is {format_bytes(budget)}, below the {format_bytes(largest)} of statistics that "
             "one hidden state needs: raise it, or leave it unset (no limit on the CPU)"
         )

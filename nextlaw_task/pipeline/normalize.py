@@ -31,7 +31,12 @@ from typing import Literal
 import torch
 from torch import nn
 
+from nextlaw_task.errors import NextlawError
 from nextlaw_task.schema import NORMALIZATIONS
+
+
+class NormalizationError(NextlawError, ValueError):
+    """The model's final norm cannot be rebuilt for ``initialized_ln``; the message names the alternatives."""
 
 
 
@@ -59,7 +64,7 @@ class FinalNorm:
     def of(cls, module: nn.Module | None, model_type: str) -> FinalNorm:
         """Read the kind and epsilon off the model's final norm module."""
         if module is None:
-            raise ValueError(
+            raise NormalizationError(
                 f"model type {model_type!r}: no final norm module was found, so "
                 "nextlaw_normalize=initialized_ln cannot rebuild it; use nextlaw_normalize=none "
                 "or nextlaw_normalize=standardize."
@@ -70,7 +75,7 @@ class FinalNorm:
         elif isinstance(module, nn.LayerNorm) or "layernorm" in name or "layer_norm" in name:
             kind = "layer"
         else:
-            raise ValueError(
+            raise NormalizationError(
                 f"model type {model_type!r}: the final norm {type(module).__name__} is neither an "
                 "RMSNorm nor a LayerNorm; use nextlaw_normalize=none or standardize."
             )
@@ -81,7 +86,8 @@ class FinalNorm:
                     params = {k: None if p is None else p.detach().double() for k, p in (("weight", module.weight), ("bias", module.bias))}
                     return cls(kind, float(value), recomputes_last=True, **params)
                 return cls(kind, float(value))
-        raise ValueError(f"model type {model_type!r}: cannot read the epsilon of {type(module).__name__}.")
+        raise NormalizationError(f"model type {model_type!r}: cannot read the epsilon of {type(module).__name__}; "
+                                 "use nextlaw_normalize=none or nextlaw_normalize=standardize")
 
 
 def _unit_norm(x: torch.Tensor, norm: FinalNorm) -> torch.Tensor:

@@ -16,17 +16,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from nextlaw_task.schema import Target
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Document:
-    """One document's token ids and the (task, doc_id) requests that share it (one per task at most)."""
+    """One document's token ids and the (task, doc_id) requests that share it (one per task at most).
 
-    tokens: tuple[int, ...]
+    The ids are kept compactly: a numpy int32 array (4 bytes a token), or any sequence of ints.
+    """
+
+    tokens: Sequence[int] | np.ndarray
     owners: tuple[tuple[str, int], ...]
     truncated: bool = False
 
@@ -128,6 +132,17 @@ def padded(batch: Sequence[Document]) -> tuple[Tensor, Tensor]:
         ids[i, : len(doc.tokens)] = torch.as_tensor(doc.tokens, dtype=torch.long)
     mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
     return ids, mask
+
+
+def distinct_targets(documents: Sequence[Document], pool: Pool) -> int:
+    """How many distinct token ids ``pool``'s samples have as targets (the class slots it needs)."""
+    seen = [
+        np.asarray(doc.tokens)[np.arange(span.start, span.stop) + pool.target.offset]
+        for doc in documents
+        if (span := pool.target.positions(len(doc.tokens)))
+        if any(owner in pool.members for owner, _ in doc.owners)
+    ]
+    return int(np.unique(np.concatenate(seen)).size) if seen else 0
 
 
 def plan_batch(batch: Sequence[Document], pools: Sequence[Pool], active: Sequence[int], chunk_rows: int) -> BatchPlan:

@@ -19,12 +19,14 @@ import torch
 
 from nextlaw_task.engine.measures import MeasureResult
 from nextlaw_task.engine.metrics import task_metrics
-from nextlaw_task.engine.reduce import all_reduce_counts, all_reduce_statistics
+from nextlaw_task.engine.reduce import all_reduce_counts, all_reduce_ints, all_reduce_statistics
 from nextlaw_task.engine.stats import ResidualStatistics, compute_shared
+from nextlaw_task.errors import MeasurementError
 from nextlaw_task.options import MeasurementSpec
 from nextlaw_task.pipeline.capture import StateLayout, run_decoder
 from nextlaw_task.pipeline.normalize import FinalNorm, normalize_states
-from nextlaw_task.pipeline.plan import BatchPlan, Document, Pool, plan_batch
+from nextlaw_task.pipeline.plan import BatchPlan, Document, Pool, distinct_targets, plan_batch
+from nextlaw_task.schema import CLASS_MEASURES
 
 #: float64 working memory per chunk of rows normalized and accumulated at once: at least MIN_CHUNK_ROWS rows,
 #: and at least the hidden size d, so the working memory stays within one state's d^2 statistics and the
@@ -37,7 +39,7 @@ __all__ = ["CorpusRunner", "Document", "RunSettings", "RunState"]
 
 def _rows_key(spec: MeasurementSpec) -> tuple:
     """What makes two tasks' features the same on the rows they both sample."""
-    return (spec.normalize, spec.layers, spec.seed, spec.data, spec.max_tokens)
+    return (spec.normalize, spec.layers, spec.seed, spec.corpus_source(), spec.max_tokens)
 
 
 def _pools(specs: Sequence[MeasurementSpec], n_layers: int) -> tuple[Pool, ...]:
@@ -77,10 +79,13 @@ class RunSettings:
     data_parallel: bool
     final_norm: FinalNorm | None
     before_norm: bool
+    #: per pool, the class slots its class measures need (distinct targets of its documents; 0 without)
+    class_slots: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, layout: StateLayout, specs: Sequence[MeasurementSpec], vocab_size: int,
-           data_parallel: bool = False) -> RunSettings:
+           data_parallel: bool = False, documents: Sequence[Document] = ()) -> RunSettings:
+        """The settings of a run; ``documents`` (all of this process's) let the plan count class slots."""
         try:
             final_norm: FinalNorm | None = FinalNorm.of(layout.final_norm, layout.model_type)
         except ValueError:
@@ -90,7 +95,11 @@ class RunSettings:
         pools = _pools(specs, layout.n_layers)
         pool_of = {task: index for index, pool in enumerate(pools) for task in pool.members}
         before_norm = bool(final_norm and final_norm.recomputes_last and layout.uses_hooks)
-        return cls(layout, {s.task: s for s in specs}, pools, pool_of, vocab_size, data_parallel, final_norm, before_norm)
+        slots = [distinct_targets(documents, p) if set(p.measures) & set(CLASS_MEASURES) else 0 for p in pools]
+        if data_parallel:  # the ranks' classes are laid out as their union: at most their sum
+            slots = [min(vocab_size, total) for total in all_reduce_ints(slots, "SUM")]
+        return cls(layout, {s.task: s for s in specs}, pools, pool_of, vocab_size, data_parallel, final_norm,
+                   before_norm, tuple(slots))
 
     @property
     def states(self) -> tuple[int, ...]:
@@ -104,14 +113,18 @@ class RunSettings:
         return None if not mine else ResidualStatistics(
             mine, measures=pool.measures, n_folds=pool.folds, vocab_size=self.vocab_size, seed=pool.seed,
             device=device, check_values=False, extra_columns=len(pool.derived),  # feed() checks once per batch
+            class_slots=self.class_slots[index] if self.class_slots else 0,
         )
 
-    def state_bytes(self, hidden_size: int) -> dict[int, int]:
-        """Float64 statistics each state needs, summed over the pools that measure it (no class sums)."""
+    def state_bytes(self, hidden_size: int, classes: bool = True) -> dict[int, int]:
+        """Float64 statistics each state needs, summed over the pools that measure it; with ``classes``
+        the per-class sums of the class measures are included, else left out."""
+        slots = self.class_slots or (0,) * len(self.pools)
         return {
             state: sum(
-                ResidualStatistics.memory_bytes(1, hidden_size, p.measures, p.folds, extra_columns=len(p.derived))
-                for p in self.pools if state in p.states
+                ResidualStatistics.memory_bytes(1, hidden_size, p.measures, p.folds, slots[i] if classes else 0,
+                                                len(p.derived))
+                for i, p in enumerate(self.pools) if state in p.states
             )
             for state in self.states
         }
@@ -137,8 +150,8 @@ class CorpusRunner:
     """Feeds batches of documents to the statistics of every task that measures them."""
 
     def __init__(self, layout: StateLayout, specs: Sequence[MeasurementSpec], vocab_size: int,
-                 data_parallel: bool = False) -> None:
-        self.settings = RunSettings.of(layout, specs, vocab_size, data_parallel)
+                 data_parallel: bool = False, documents: Sequence[Document] = ()) -> None:
+        self.settings = RunSettings.of(layout, specs, vocab_size, data_parallel, documents)
         self.state = RunState.fresh(len(self.settings.pools))
         self.start_pass(self.settings.states)
 
@@ -177,7 +190,7 @@ class CorpusRunner:
         plan = plan_batch(batch, settings.pools, active, max(MIN_CHUNK_ROWS, CHUNK_BYTES // (8 * d), d))
         top = int(plan.ids.max()) if plan.ids.numel() else 0
         if top >= settings.vocab_size:
-            raise ValueError(
+            raise MeasurementError(
                 f"token id {top} is outside the tokenizer's vocabulary of {settings.vocab_size}: "
                 "the documents were tokenized by another tokenizer"
             )
@@ -217,7 +230,7 @@ class CorpusRunner:
         for index in sorted({f.pool for f in plan.feeds}):
             bad = stats[index].non_finite_states()
             if bad:
-                raise ValueError(
+                raise MeasurementError(
                     f"{', '.join(settings.pools[index].members)}: state {bad[0]} holds NaN or infinite values: the "
                     f"model, computing in {', '.join(map(str, sorted(dtypes, key=str)))}, overflowed; run "
                     "it in a wider dtype: --model_args dtype=bfloat16 (or dtype=float32)"

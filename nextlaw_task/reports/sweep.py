@@ -43,7 +43,8 @@ from nextlaw_task.schema import layer_metric
 
 DEFAULT_TASK = "nextlaw_equilearning"
 _STEP = re.compile(r"^(?:checkpoint|step)[-_]?(\d+)$", re.IGNORECASE)
-_EXCEPTION_LINE = re.compile(r"^[\w.]*(?:Error|Exception|Interrupt)\b:?")
+#: what a failed lm_eval run ends with: nextlaw's one ``error: ...`` line, or a traceback's last line
+_EXCEPTION_LINE = re.compile(r"^(?:error: |[\w.]*(?:Error|Exception|Interrupt)\b:?)")
 
 
 class SweepError(ValueError):

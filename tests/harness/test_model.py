@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from lm_eval.tasks import TaskManager
 
-from nextlaw_task.pipeline.capture import locate_states
 from nextlaw_task.harness.messages import CorpusMeasurement
 from nextlaw_task.harness.model import ModelLoadError, NextlawLM
+from nextlaw_task.options import format_bytes
+from nextlaw_task.pipeline.capture import locate_states
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +107,38 @@ def test_memory_budget_measures_groups_of_states_in_passes(lm, caplog):
     assert "over the 19.5 KiB budget: 2 passes over the corpus, states 0-1; 2-3" in caplog.text
     assert split[0].metrics == pytest.approx(plain[0].metrics, rel=1e-12)
     assert split[0].metrics["n_docs"] == 10.0
+
+
+def test_class_sums_enter_the_memory_plan(lm, caplog):
+    """One-hot keeps per-class sums (distinct targets x (d + 1) per state): the plan counts them."""
+    _, requests = requests_of(["nextlaw_onehot"], limit=10)
+    documents = lm._documents(requests)
+    classes = len({int(t) for d in documents for t in d.tokens[1:]})
+    scalar = 8 * (1 + 32 + 32**2 + 32)  # the Gram statistics of one state (hidden size 32, no scalar target)
+    per_state = scalar + 8 * classes * 33
+    with caplog.at_level("INFO", logger="nextlaw_task"):
+        plain, batches = count_passes(lm, requests)
+    assert f"needing {format_bytes(4 * per_state)} of float64 statistics ({format_bytes(4 * classes * 33 * 8)}" in caplog.text
+    _, budgeted = requests_of(["nextlaw_onehot"], limit=10, metadata={"nextlaw_memory_budget": str(2 * per_state)})
+    caplog.clear()
+    with caplog.at_level("INFO", logger="nextlaw_task"):
+        split, passes = count_passes(lm, budgeted)
+    assert passes == 2 * batches  # two states a pass: without the class sums all four would fit in one
+    assert "2 passes over the corpus, states 0-1; 2-3" in caplog.text
+    assert split[0].metrics == pytest.approx(plain[0].metrics, rel=1e-12)
+
+
+def test_a_text_repeated_in_one_task_is_measured_each_time(lm, tmp_path):
+    import json
+
+    corpus = tmp_path / "repeats.jsonl"
+    texts = ["Yes.", "A longer sentence, with several words in it.", "Yes.", "Yes.", "Another one here."]
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    _, requests = requests_of(["nextlaw_equilearning", "nextlaw_flow_previous"], limit=None,
+                              metadata={"nextlaw_data": str(corpus)})
+    documents = lm._documents(requests)
+    assert len(documents) == 5  # one per occurrence, shared by the two tasks
+    assert sorted(d.owners for d in documents)[0] == (("nextlaw_equilearning", 0), ("nextlaw_flow_previous", 0))
+    answers = lm.loglikelihood_rolling(requests, disable_tqdm=True)
+    assert answers[0].metrics["n_docs"] == 5.0
+    assert answers[0].metrics["n_tokens"] == sum(len(d.tokens) - 1 for d in documents)

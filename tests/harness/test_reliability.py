@@ -37,7 +37,7 @@ LAW_ABS = 1e-6
 N_DOCS, N_LONG, N_EMPTY = 25, 2, 3  # the mixed corpus (conftest.mixed_corpus)
 SHORT_CORPUS = ["Yes.", "No, sir.", "It rained."]  # far fewer tokens than hidden size 32
 Run = subprocess.CompletedProcess
-EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Required): ")
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Required): ", re.M)
 
 
 def run_concurrently(runs: Mapping[str, tuple[list[str], Path]]) -> dict[str, Run]:
@@ -51,11 +51,12 @@ def written_files(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file()]
 
 
-def exception_line(stderr: str) -> str:
-    """The line that ends the traceback: what a failed run tells the user (a progress bar may follow)."""
-    lines = [line for line in stderr.splitlines() if EXCEPTION_LINE.match(line)]
-    assert lines, f"no exception line in:\n{stderr[-3000:]}"
-    return lines[-1]
+def error_line(stderr: str) -> str:
+    """The one ``error: ...`` line that ends a failed run, with no traceback before it."""
+    lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, f"not one error line in:\n{stderr[-3000:]}"
+    assert "Traceback" not in stderr and not EXCEPTION_LINE.search(stderr), stderr[-3000:]
+    return lines[0]
 
 
 def assert_same_numbers(ours: Mapping[str, float], reference: Mapping[str, float]) -> None:
@@ -295,14 +296,19 @@ def save_encoder_decoder(path: Path, source: Path) -> Path:
 # name -> what the user must read in the error that ends the run
 FAILURES = {
     "empty corpus": ("empty.txt", "no non-empty documents"),
-    "missing path": ("nowhere.jsonl", "corpus path not found", ".jsonl file"),
+    "missing path": ("nowhere.jsonl", "corpus path not found", ".jsonl or .json file"),
+    "hub id offline": ("someone/no-such-corpus", "Hugging Face Hub could not provide", "save_to_disk"),
     "not UTF-8": ("latin.txt", "not valid UTF-8 at byte offset 3", "iconv"),
     "line not JSON": ("notjson.jsonl, line 3", "not valid JSON"),
-    "line without text": ("notext.jsonl, line 2", 'no "text" field'),
+    "no text field": ("notext.jsonl", "no field or column 'text' (it has: 'body')", "set nextlaw_text_field"),
     "encoder-decoder model": ("'t5'", "encoder-decoder", "decoder-only"),
     "limit 0": ("--limit 0 selects no documents", "--limit N with N >= 1"),
     "held-out folds too small": ("nextlaw_heldout", "training samples <= hidden size 32 + 1", "more tokens"),
     "float16 overflow": ("state 0 holds NaN or infinite values", "torch.float16", "dtype=bfloat16"),
+    "option out of range": ("nextlaw_max_tokens=2", "at least 3 tokens"),
+    "budget below one state": ("nextlaw_memory_budget is 1.0 KiB", "raise it, or leave it unset"),
+    "model not found": ("cannot load pretrained=", "nowhere-model", "pretrained=smollm2"),
+    "bad corpus before the model loads": ("nowhere.jsonl", "corpus path not found"),
 }
 
 
@@ -313,14 +319,15 @@ def bad_input_runs(tiny_model_dir, tmp_path_factory) -> dict[str, tuple[Run, Pat
     (data / "empty.txt").write_bytes(b"")
     (data / "latin.txt").write_bytes("Caf\u00e9 au lait.\n".encode("latin-1"))
     (data / "notjson.jsonl").write_text('{"text": "One."}\n\n{oops\n', encoding="utf-8")
-    (data / "notext.jsonl").write_text('{"text": "One."}\n{"body": "Two."}\n', encoding="utf-8")
+    (data / "notext.jsonl").write_text('{"body": "One."}\n{"body": "Two."}\n', encoding="utf-8")
     short = write_short_corpus(data)
     t5 = save_encoder_decoder(data / "t5", tiny_model_dir)
     overflow = save_overflowing_model(data / "overflow", tiny_model_dir)
 
     def args(corpus: Path | None = None, model: Path = tiny_model_dir, tasks: str = "nextlaw_equilearning",
-             extra: str = "", limit: str = "20") -> list[str]:
-        metadata = [] if corpus is None else ["--metadata", json.dumps({"nextlaw_data": str(corpus)})]
+             extra: str = "", limit: str = "20", options: dict | None = None) -> list[str]:
+        options = {**({} if corpus is None else {"nextlaw_data": str(corpus)}), **(options or {})}
+        metadata = ["--metadata", json.dumps(options)] if options else []
         return ["--model", "nextlaw", "--model_args", f"pretrained={model}{extra}", "--tasks", tasks, *metadata,
                 "--limit", limit, "--log_samples"]
 
@@ -329,12 +336,19 @@ def bad_input_runs(tiny_model_dir, tmp_path_factory) -> dict[str, tuple[Run, Pat
         "missing path": args(data / "nowhere.jsonl"),
         "not UTF-8": args(data / "latin.txt"),
         "line not JSON": args(data / "notjson.jsonl"),
-        "line without text": args(data / "notext.jsonl"),
+        "no text field": args(data / "notext.jsonl"),
+        "hub id offline": args(options={"nextlaw_data": "someone/no-such-corpus"}),
         "encoder-decoder model": args(model=t5),
         "limit 0": args(limit="0"),
         "held-out folds too small": args(short, tasks="nextlaw_heldout"),
         "float16 overflow": args(model=overflow, extra=",dtype=float16"),
+        "option out of range": args(options={"nextlaw_max_tokens": 2}),
+        "budget below one state": args(options={"nextlaw_memory_budget": "1KiB"}),
+        "model not found": args(model=data / "nowhere-model"),
+        # the model would fail to load too: the corpus, checked first, is what the user reads about
+        "bad corpus before the model loads": args(data / "nowhere.jsonl", model=data / "nowhere-model"),
         "ill-posed": args(short),
+        "traceback under DEBUG": [*args(data / "nowhere.jsonl"), "--verbosity", "DEBUG"],
     }
     folders = {name: tmp_path_factory.mktemp("run") for name in plans}
     done = run_concurrently(
@@ -344,12 +358,19 @@ def bad_input_runs(tiny_model_dir, tmp_path_factory) -> dict[str, tuple[Run, Pat
 
 
 @pytest.mark.parametrize("case", sorted(FAILURES))
-def test_bad_input_stops_with_a_clear_message_and_writes_nothing(bad_input_runs, case):
+def test_bad_input_stops_with_one_error_line_and_writes_nothing(bad_input_runs, case):
     run, output = bad_input_runs[case]
     assert run.returncode != 0, run.stdout[-3000:]
-    message = exception_line(run.stderr)
+    message = error_line(run.stderr)
     for fragment in FAILURES[case]:
         assert fragment in message, f"{fragment!r} not in the error the user reads: {message}"
+    assert written_files(output) == []
+
+
+def test_the_traceback_shows_under_verbosity_debug(bad_input_runs):
+    run, output = bad_input_runs["traceback under DEBUG"]
+    assert run.returncode != 0 and "Traceback (most recent call last)" in run.stderr
+    assert "nextlaw_task.corpus" in run.stderr and "CorpusError: " in run.stderr and "nowhere.jsonl" in run.stderr
     assert written_files(output) == []
 
 

@@ -1,11 +1,13 @@
-"""Reading corpora: every supported form, every error, the shipped corpus, and a fuzz test."""
+"""read_documents, the original reader: its three forms, every error, the shipped corpus, a fuzz test.
+
+The new forms and load_corpus are tested in test_files.py, test_folders.py, test_datasets.py and
+test_sample.py next to this file.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nextlaw_task.corpus import CorpusError, embedded_corpus_path, read_documents
+from nextlaw_task.errors import NextlawError
 
 
 def test_jsonl_documents_in_order_with_blank_lines_ignored(tmp_path: Path) -> None:
@@ -60,25 +63,6 @@ def test_missing_path_is_named(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.jsonl"
     with pytest.raises(CorpusError, match="nowhere.jsonl: corpus path not found"):
         read_documents(missing)
-
-
-def test_a_pipe_is_refused_without_blocking(tmp_path: Path) -> None:
-    pipe = tmp_path / "corpus.jsonl"
-    os.mkfifo(pipe)  # no writer: opening it for reading would block forever
-    raised: list[BaseException] = []
-
-    def read() -> None:
-        try:
-            read_documents(pipe)
-        except BaseException as error:  # handed to the test thread
-            raised.append(error)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(timeout=60)
-    assert not reader.is_alive(), "read_documents blocked on a pipe with no writer"
-    assert isinstance(raised[0], CorpusError)
-    assert "corpus.jsonl: not a regular file" in str(raised[0]) and "write it to a file first" in str(raised[0])
 
 
 @pytest.mark.parametrize("suffix", [".txt", ".jsonl"])
@@ -137,8 +121,8 @@ def test_unsupported_suffix_lists_supported_forms(tmp_path: Path, name: str) -> 
     assert "folder of .txt files" in message
 
 
-def test_corpus_error_is_a_value_error() -> None:
-    assert issubclass(CorpusError, ValueError)
+def test_corpus_error_is_a_value_error_and_a_nextlaw_error() -> None:
+    assert issubclass(CorpusError, ValueError) and issubclass(CorpusError, NextlawError)
 
 
 def test_embedded_corpus_has_3000_non_empty_documents() -> None:
