@@ -9,6 +9,7 @@ the README's options table (:func:`options_table`) all come from it.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 import os
@@ -235,6 +236,30 @@ def options_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _meant(key: str) -> str | None:
+    """The known key that ``key`` nearly spells (case, ``-`` for ``_``, a small slip), else None."""
+    if key in KNOWN_KEYS:
+        return None
+    folded = key.strip().lower().replace("-", "_").replace(" ", "_")
+    if folded in KNOWN_KEYS:
+        return folded
+    if not folded.startswith("nextlaw"):
+        return None
+    close = difflib.get_close_matches(folded, KNOWN_KEYS, n=1, cutoff=0.85)
+    return close[0] if close else None
+
+
+def check_near_misses(metadata: Mapping[str, Any]) -> None:
+    """Refuse keys that nearly spell a known ``nextlaw_*`` key: ignored, the run would measure the defaults."""
+    slips = {str(key): meant for key in metadata if (meant := _meant(str(key))) is not None}
+    if slips:
+        listed = "; ".join(f"{key!r} (did you mean {meant!r}?)" for key, meant in sorted(slips.items()))
+        raise OptionError(
+            f"unknown nextlaw option {listed}: nextlaw reads each key only as its options table spells it, "
+            "so this run would measure the defaults instead; correct the spelling"
+        )
+
+
 def build_spec(task: str, task_kwargs: Mapping[str, Any] | None, metadata: Mapping[str, Any] | None) -> MeasurementSpec:
     """Combine a task's YAML settings with the run's ``nextlaw_*`` metadata, validating both."""
     task_kwargs = dict(task_kwargs or {})
@@ -251,6 +276,7 @@ def build_spec(task: str, task_kwargs: Mapping[str, Any] | None, metadata: Mappi
     if spec.target not in TARGETS:
         raise OptionError(f"task {task}: target {spec.target!r} is not one of {', '.join(TARGETS)}")
 
+    check_near_misses(metadata or {})
     meta = {k: v for k, v in (metadata or {}).items() if str(k).startswith("nextlaw_")}
     unknown = sorted(set(meta) - set(KNOWN_KEYS))
     if unknown:

@@ -81,9 +81,9 @@ def test_layer_outside_the_model_names_the_range():
 
 def test_unknown_nextlaw_keys_warn_with_the_known_ones(caplog):
     with caplog.at_level(logging.WARNING):
-        build_spec("t", {}, {"nextlaw_layer": "all", "pretrained": "gpt2", "dtype": "float32"})
+        build_spec("t", {}, {"nextlaw_colour": "red", "pretrained": "gpt2", "dtype": "float32"})
     (record,) = [r for r in caplog.records if "unknown nextlaw metadata" in r.message]
-    assert "nextlaw_layer" in record.message and all(k in record.message for k in KNOWN_KEYS)
+    assert "nextlaw_colour" in record.message and all(k in record.message for k in KNOWN_KEYS)
     assert "pretrained" not in record.message.split("known keys")[0]
 
 
@@ -105,3 +105,19 @@ def test_format_bytes_reads_back_with_parse_bytes(size, text):
     assert format_bytes(size) == text
     if size:
         assert abs(parse_bytes("k", text.replace(" ", "")) - size) <= 0.05 * size
+
+
+@pytest.mark.parametrize(
+    ("key", "meant"),
+    [("nextlaw-data", "nextlaw_data"), ("Nextlaw_layers", "nextlaw_layers"), ("NEXTLAW_SEED", "nextlaw_seed"),
+     ("nextlaw_layer", "nextlaw_layers"), ("nextlaw_max_token", "nextlaw_max_tokens"), ("nextlaw_normalise", "nextlaw_normalize")],
+)
+def test_a_key_that_nearly_matches_is_an_error_naming_the_key_meant(key, meant):
+    with pytest.raises(OptionError, match=f"unknown nextlaw option '{key}' \\(did you mean '{meant}'\\?\\)"):
+        build_spec("t", {}, {key: "1", "pretrained": "x"})
+
+
+def test_keys_far_from_every_option_only_warn(caplog):
+    with caplog.at_level(logging.WARNING, logger="nextlaw_task.options"):
+        spec = build_spec("t", {}, {"nextlaw_colour": "red", "pretrained": "x", "dtype": "float32"})
+    assert spec == MeasurementSpec(task="t") and "ignoring unknown nextlaw metadata nextlaw_colour" in caplog.text

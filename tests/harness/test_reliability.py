@@ -309,6 +309,9 @@ FAILURES = {
     "budget below one state": ("nextlaw_memory_budget is 1.0 KiB", "raise it, or leave it unset"),
     "model not found": ("cannot load pretrained=", "nowhere-model", "pretrained=smollm2"),
     "bad corpus before the model loads": ("nowhere.jsonl", "corpus path not found"),
+    "option misspelt": ("'nextlaw-data' (did you mean 'nextlaw_data'?)", "correct the spelling"),
+    "--cache_requests": ("nextlaw_equilearning: --cache_requests is not for nextlaw tasks", "another corpus"),
+    "--system_instruction": ("--system_instruction is not for nextlaw tasks", "leave it out"),
 }
 
 
@@ -349,6 +352,10 @@ def bad_input_runs(tiny_model_dir, tmp_path_factory) -> dict[str, tuple[Run, Pat
         "bad corpus before the model loads": args(data / "nowhere.jsonl", model=data / "nowhere-model"),
         "ill-posed": args(short),
         "traceback under DEBUG": [*args(data / "nowhere.jsonl"), "--verbosity", "DEBUG"],
+        "option misspelt": args(options={"nextlaw-data": str(short)}),
+        "--cache_requests": [*args(), "--cache_requests", "true"],
+        "--system_instruction": [*args(), "--system_instruction", "Answer briefly."],
+        "--num_fewshot": [*args(short), "--num_fewshot", "3"],
     }
     folders = {name: tmp_path_factory.mktemp("run") for name in plans}
     done = run_concurrently(
@@ -365,6 +372,15 @@ def test_bad_input_stops_with_one_error_line_and_writes_nothing(bad_input_runs, 
     for fragment in FAILURES[case]:
         assert fragment in message, f"{fragment!r} not in the error the user reads: {message}"
     assert written_files(output) == []
+
+
+def test_num_fewshot_leaves_nextlaw_tasks_at_zero_shots(bad_input_runs):
+    run, output = bad_input_runs["--num_fewshot"]
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = results_of(output)
+    assert results["n-shot"]["nextlaw_equilearning"] == 0
+    plain = metrics_of(results_of(bad_input_runs["ill-posed"][1]), "nextlaw_equilearning")
+    assert json.dumps(metrics_of(results, "nextlaw_equilearning"), sort_keys=True) == json.dumps(plain, sort_keys=True)
 
 
 def test_the_traceback_shows_under_verbosity_debug(bad_input_runs):
