@@ -85,12 +85,16 @@ COUNT_METRICS: tuple[str, ...] = (
     "ill_posed_states",
     "hidden_size",
 )
+#: The states the law was actually fitted over: the first and last label and how many.
+LAW_STATES: tuple[str, ...] = ("law_first_state", "law_last_state", "law_n_states")
 #: Metrics where a larger value is better (lm-eval's ``higher_is_better``); every other is False.
 HIGHER_IS_BETTER: frozenset[str] = frozenset({"law_r2", "n_tokens", "n_docs", "hidden_size"})
 
-#: Per-layer quantities: a measure's value, and the spread of held-out PR over folds.
+#: Per-layer quantities: a measure's value, the spread of held-out PR over folds, and the flag (1.0)
+#: of a state whose fit is not a result (its value is then NaN, and the log says why).
 FOLD_SPREAD = "pr_fold_std"
-LAYER_QUANTITIES: tuple[str, ...] = (*dict.fromkeys(m.quantity for m in MEASURES.values()), FOLD_SPREAD)
+ILL_POSED = "ill_posed"
+LAYER_QUANTITIES: tuple[str, ...] = (*dict.fromkeys(m.quantity for m in MEASURES.values()), FOLD_SPREAD, ILL_POSED)
 _LAYER_METRIC = re.compile(rf"^({'|'.join(sorted(LAYER_QUANTITIES, key=len, reverse=True))})_layer_(\d+)$")
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from nextlaw_task.engine.law import fit_law
 from nextlaw_task.errors import NextlawError
 from nextlaw_task.engine.measures import MeasureResult
-from nextlaw_task.schema import FOLD_SPREAD, MEASURES, layer_metric, resolve_state
+from nextlaw_task.schema import FOLD_SPREAD, ILL_POSED, MEASURES, layer_metric, resolve_state
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +31,9 @@ def task_metrics(
     law_bounds: tuple[int, int],
     counts: Mapping[str, int],
 ) -> dict[str, float]:
-    """The metrics of ``task``: its measure per state, the fold spread, the law over ``law_bounds``
-    (negative bounds count back from L) and the counts (``docs``, ``truncated``)."""
+    """The metrics of ``task``: its measure per state (NaN, flagged, where the fit is not a result), the
+    fold spread, the law over ``law_bounds`` (negative bounds count back from L) with the states it was
+    fitted over, and the counts (``docs``, ``truncated``)."""
     if result.fold_std is not None and result.ill_posed:
         raise HeldoutError(
             f"{task}: held-out PR is not a result for {len(result.ill_posed)} of {len(states)} states "
@@ -41,7 +42,12 @@ def task_metrics(
             "nextlaw_equilearning for in-sample PR"
         )
     quantity = MEASURES[measure].quantity
-    metrics = {layer_metric(quantity, s, n_layers): float(result.values.get(s, math.nan)) for s in states}
+    # A state whose fit is not a result (N <= d + 1, a constant target, ...) is NaN, never a number to rank.
+    metrics = {
+        layer_metric(quantity, s, n_layers): math.nan if s in result.ill_posed else float(result.values.get(s, math.nan))
+        for s in states
+    }
+    metrics.update({layer_metric(ILL_POSED, s, n_layers): 1.0 for s in states if s in result.ill_posed})
     if result.fold_std is not None:
         metrics.update({layer_metric(FOLD_SPREAD, s, n_layers): float(result.fold_std.get(s, math.nan)) for s in states})
     if result.ill_posed:
@@ -55,6 +61,9 @@ def task_metrics(
     if not fit.ok:
         logger.warning("%s: the law was not fitted: %s", task, fit.reason)
     metrics.update(fit.as_metrics())
+    used = fit.states_used if fit.ok else ()
+    metrics.update(law_first_state=float(min(used)) if used else math.nan,
+                   law_last_state=float(max(used)) if used else math.nan, law_n_states=float(len(used)))
     metrics.update(
         n_tokens=float(result.n_tokens),
         n_docs=float(counts["docs"]),

@@ -1,11 +1,11 @@
 """What a nextlaw task asks the model wrapper for, and what comes back.
 
 A nextlaw request is a ``loglikelihood_rolling`` instance that carries its document's text and
-the task's measurement spec. Only the ``nextlaw`` model may run it: any other model (or the
-``--use_cache`` layer) reads ``Instance.args`` to get its inputs, and for a nextlaw request that
-raises :class:`NextlawModelRequired` before a single forward pass. The answer for every document of
-a task is a :class:`CorpusMeasurement` holding the corpus-level metrics, which the task's
-aggregation passes through unchanged.
+the task's measurement spec. Only the ``nextlaw`` model may run it: the start-up hook refuses
+another model (and ``--use_cache``) before it loads (``preflight``), and a task answered by any
+other model raises :class:`NextlawModelRequired` in ``process_results``. The answer for every
+document of a task is a :class:`CorpusMeasurement` holding the corpus-level metrics, which the
+task's aggregation passes through unchanged.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ class NextlawModelRequired(NextlawError, RuntimeError):
         super().__init__(
             f"task {task!r} measures hidden states and needs the nextlaw model wrapper: run it "
             "with `--model nextlaw --model_args pretrained=MODEL` (every `hf` model_arg works "
-            "there; standard tasks in the same run score as under `--model hf`). Nextlaw metrics "
-            "are corpus statistics that `--use_cache` cannot store: leave that flag out."
+            "there; standard tasks in the same run score as under `--model hf`)."
         )
 
 
@@ -42,12 +41,6 @@ class NextlawRequest(Instance):
         """The document to measure."""
         return self.arguments[0]
 
-    @property
-    def args(self) -> tuple:
-        """Refuse to hand the inputs to a model that would not measure them."""
-        if not self.resps:
-            raise NextlawModelRequired(self.task_name)
-        return self.arguments
 
 
 @dataclass(frozen=True)

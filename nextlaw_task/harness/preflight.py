@@ -14,14 +14,22 @@ from __future__ import annotations
 import ast
 import inspect
 import logging
+import math
+import os
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import torch
+
 from nextlaw_task.corpus import load_corpus
+from nextlaw_task.engine.stats import ResidualStatistics
 from nextlaw_task.errors import NextlawError
-from nextlaw_task.options import build_spec
+from nextlaw_task.harness.messages import NextlawModelRequired
+from nextlaw_task.options import MeasurementSpec, OptionError, build_spec, format_bytes
+from nextlaw_task.schema import resolve_state
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +52,128 @@ def run_metadata(model_args: Any, metadata: Mapping[str, Any] | None) -> dict[st
     return merged | dict(metadata or {})
 
 
-def check_run(tasks: Any, model_args: Any, metadata: Mapping[str, Any] | None) -> None:
-    """Refuse a run whose nextlaw options or corpus cannot be used, before any model is loaded."""
-    names = [t for t in (tasks if isinstance(tasks, (list, tuple)) else [tasks]) if isinstance(t, str)]
-    if not any(name.startswith("nextlaw") for name in names):
+#: lm-eval flags (as ``simple_evaluate`` and ``build_all_requests`` name them) that cannot apply to a
+#: measurement of documents as they are: the flag, and why nextlaw refuses it rather than ignore it.
+REFUSED_FLAGS = {
+    "use_cache": ("--use_cache", "nextlaw metrics are corpus statistics, which lm-eval's response cache cannot store"),
+    "cache_requests": ("--cache_requests", "lm-eval's request cache is keyed by task name only, so a later run on "
+                       "another corpus or with other nextlaw options would reuse these documents"),
+    "predict_only": ("--predict_only", "it skips the metrics, and a nextlaw task's only output is its metrics"),
+    "apply_chat_template": ("--apply_chat_template", "nextlaw measures each document's own tokens, not a chat prompt"),
+    "fewshot_as_multiturn": ("--fewshot_as_multiturn", "nextlaw tasks have no few-shot examples"),
+    "system_instruction": ("--system_instruction", "nextlaw measures each document's own tokens, with no instruction"),
+}
+
+
+def refuse_flags(task: str, flags: Mapping[str, Any]) -> None:
+    """Refuse, in one line, a flag that nextlaw tasks cannot honour."""
+    for name, (flag, why) in REFUSED_FLAGS.items():
+        if flags.get(name):
+            raise OptionError(
+                f"{task}: {flag} is not for nextlaw tasks: {why}; leave it out, or run the nextlaw tasks in an "
+                "lm_eval call of their own"
+            )
+
+
+def check_model(task: str, model: Any) -> None:
+    """Only the nextlaw model wrapper measures hidden states: refuse another before it loads."""
+    if isinstance(model, str):
+        if model != "nextlaw":
+            raise NextlawModelRequired(task)
         return
-    corpus = load_corpus(build_spec("nextlaw", {}, run_metadata(model_args, metadata)).corpus_source())
+    from nextlaw_task.harness.model import NextlawLM
+
+    if model is not None and not isinstance(model, NextlawLM):
+        raise NextlawModelRequired(task)
+
+
+def check_run(arguments: Mapping[str, Any]) -> None:
+    """Refuse, before any model is loaded, a run whose nextlaw tasks cannot be measured as asked:
+    ``arguments`` are ``simple_evaluate``'s (the model, flags, nextlaw options and corpus)."""
+    tasks = arguments.get("tasks")
+    names = [t for t in (tasks if isinstance(tasks, (list, tuple)) else [tasks]) if isinstance(t, str)]
+    ours = [name for name in names if name.startswith("nextlaw")]
+    if not ours:
+        return
+    refuse_flags(", ".join(ours), arguments)
+    check_model(ours[0], arguments.get("model"))
+    if arguments.get("gen_kwargs"):
+        logger.warning("nextlaw: --gen_kwargs applies to generation tasks only; nextlaw tasks generate nothing")
+    metadata = run_metadata(arguments.get("model_args"), arguments.get("metadata"))
+    spec = build_spec(ours[0], {}, metadata)
+    corpus = load_corpus(spec.corpus_source())
     logger.info("nextlaw: corpus %s checked: %d documents to measure", corpus.location, len(corpus.texts))
+    documents = _selected(len(corpus.texts), arguments.get("limit"))
+    if spec.folds > documents:
+        raise OptionError(
+            f"nextlaw_folds={spec.folds}, but the run measures {documents} documents and every fold needs at least "
+            f"one: set nextlaw_folds to at most {documents}, or measure more documents"
+        )
+    shape = model_shape(metadata.get("pretrained"))
+    if shape is not None:
+        check_shape(spec, *shape)
+
+
+def _selected(available: int, limit: Any) -> int:
+    """How many documents ``--limit`` leaves (a fraction below 1 is a share, as lm-eval reads it)."""
+    if limit is None:
+        return available
+    limit = float(limit)
+    return min(available, math.ceil(available * limit) if limit < 1 else int(limit))
+
+
+def model_shape(pretrained: Any) -> tuple[int, int] | None:
+    """(layers, hidden size) read from a local model folder's config, without loading the model
+    (None when there is no such folder: the checks then happen once the model is loaded)."""
+    if not isinstance(pretrained, str) or not (Path(pretrained).expanduser() / "config.json").is_file():
+        return None
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(Path(pretrained).expanduser())
+    except (OSError, ValueError):
+        return None
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    layers = getattr(text, "num_hidden_layers", None) or getattr(text, "n_layer", None)
+    hidden = getattr(text, "hidden_size", None) or getattr(text, "n_embd", None)
+    return (int(layers), int(hidden)) if layers and hidden else None
+
+
+def available_memory() -> int:
+    """Bytes of memory the system can still give (``MemAvailable``, page cache counted as free)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def check_shape(spec: MeasurementSpec, n_layers: int, hidden_size: int) -> None:
+    """The states, the law's bounds and the statistics' memory against the model's shape."""
+    states = spec.states(n_layers)
+    for key, bound in (("nextlaw_law_first", spec.law_first), ("nextlaw_law_last", spec.law_last)):
+        if not 0 <= resolve_state(bound, n_layers) <= n_layers:
+            raise OptionError(
+                f"{key}={bound} is outside the states 0..{n_layers} of this model ({n_layers} layers; negative "
+                f"values count back from L, -1 = L): choose a state in -{n_layers + 1}..{n_layers}"
+            )
+    first, last = spec.law_states(n_layers)
+    if first > last:
+        raise OptionError(
+            f"nextlaw_law_first={spec.law_first} (state {first}) comes after nextlaw_law_last={spec.law_last} "
+            f"(state {last}): the law is fitted from the first to the last, so swap them"
+        )
+    need = ResidualStatistics.memory_bytes(len(states), hidden_size, (spec.measure,), spec.folds)
+    free = available_memory()
+    if spec.memory_budget is None and not torch.cuda.is_available() and need > free:
+        raise OptionError(
+            f"the statistics of {len(states)} states need {format_bytes(need)} (hidden size {hidden_size}, "
+            f"nextlaw_folds={spec.folds or 0}), more than the {format_bytes(free)} of memory free: lower "
+            "nextlaw_folds or nextlaw_layers, or set nextlaw_memory_budget to measure the states in passes"
+        )
 
 
 def checked(simple_evaluate: Callable[..., Any]) -> Callable[..., Any]:
@@ -61,7 +184,7 @@ def checked(simple_evaluate: Callable[..., Any]) -> Callable[..., Any]:
         bound = signature.bind_partial(*args, **kwargs).arguments
         if str(bound.get("verbosity") or "").upper() == "DEBUG":  # lm-eval 0.4.13 reads only LMEVAL_LOG_LEVEL
             logging.getLogger("nextlaw_task").setLevel(logging.DEBUG)
-        check_run(bound.get("tasks"), bound.get("model_args"), bound.get("metadata"))
+        check_run(bound)
         return simple_evaluate(*args, **kwargs)
 
     wrapper.__wrapped__ = simple_evaluate  # type: ignore[attr-defined]

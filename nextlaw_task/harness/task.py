@@ -22,6 +22,7 @@ from lm_eval.api.task import ConfigurableTask
 
 from nextlaw_task.corpus import load_corpus
 from nextlaw_task.harness.messages import CorpusMeasurement, NextlawModelRequired, NextlawRequest
+from nextlaw_task.harness.preflight import refuse_flags
 from nextlaw_task.options import MeasurementSpec, OptionError, build_spec
 from nextlaw_task.schema import HIGHER_IS_BETTER
 
@@ -35,27 +36,6 @@ def corpus_value(items: Sequence[float]) -> float:
     if any(not (float(v) == first or (math.isnan(first) and math.isnan(float(v)))) for v in items):
         raise ValueError("nextlaw: documents of one task carry different corpus metrics")
     return first
-
-
-#: lm-eval flags that reach ``build_all_requests`` and cannot apply to a measurement of documents as
-#: they are: what each would do, and why nextlaw refuses it rather than ignore it.
-REFUSED_FLAGS = {
-    "cache_requests": ("--cache_requests", "lm-eval's request cache is keyed by task name only, so a later run on "
-                       "another corpus or with other nextlaw options would reuse these documents"),
-    "apply_chat_template": ("--apply_chat_template", "nextlaw measures each document's own tokens, not a chat prompt"),
-    "fewshot_as_multiturn": ("--fewshot_as_multiturn", "nextlaw tasks have no few-shot examples"),
-    "system_instruction": ("--system_instruction", "nextlaw measures each document's own tokens, with no instruction"),
-}
-
-
-def refuse_prompt_flags(task: str, flags: dict[str, Any]) -> None:
-    """Refuse, in one line, a request-building flag that a nextlaw task cannot honour."""
-    for name, (flag, why) in REFUSED_FLAGS.items():
-        if flags.get(name):
-            raise OptionError(
-                f"{task}: {flag} is not for nextlaw tasks: {why}; leave it out, or run the nextlaw tasks in an "
-                "lm_eval call of their own"
-            )
 
 
 class NextlawTask(ConfigurableTask):
@@ -99,7 +79,7 @@ class NextlawTask(ConfigurableTask):
         The harness would stop with "task.build_requests() did not find any docs!", and under data
         parallelism a rank without documents would leave the others waiting in the all-reduce.
         """
-        refuse_prompt_flags(self.spec.task, kwargs)
+        refuse_flags(self.spec.task, kwargs)
         available = len(samples) if samples else len(self.test_docs())
         chosen = available if limit is None else min(int(limit), available)
         if chosen < 1:

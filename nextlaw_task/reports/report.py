@@ -20,6 +20,8 @@ LAW_COLUMNS: tuple[tuple[str, str], ...] = (
     ("docs", "n_docs"),
     ("hidden", "hidden_size"),
 )
+#: the column that names the states each law was fitted over
+STATES_COLUMN = "fitted over states"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[bool]) -> str:
@@ -51,8 +53,11 @@ def _pr_table(rows: Sequence[NextlawRow]) -> str:
 
 def _law_table(rows: Sequence[NextlawRow]) -> str:
     body = [
-        [row.task, *(format_number(getattr(row, attr)) for _, attr in LAW_COLUMNS)] for row in rows
+        [row.task, row.law_states_label, *(format_number(getattr(row, attr)) for _, attr in LAW_COLUMNS)]
+        for row in rows
     ]
-    header = ["task", *(title for title, _ in LAW_COLUMNS)]
-    table = markdown_table(header, body, [False] + [True] * len(LAW_COLUMNS))
-    return f"### Law fit: log10 PR_l = intercept + slope · l over states 1..L\n\n{table}"
+    header = ["task", STATES_COLUMN, *(title for title, _ in LAW_COLUMNS)]
+    table = markdown_table(header, body, [False, False] + [True] * len(LAW_COLUMNS))
+    notes = [f"{row.task}: states {', '.join(map(str, row.ill_posed))} are not results (NaN), left out of the law"
+             for row in rows if row.ill_posed]
+    return "\n\n".join(["### Law fit: log10 PR_l = intercept + slope · l", table, *notes])

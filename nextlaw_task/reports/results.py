@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from nextlaw_task.schema import FOLD_SPREAD, LAW_METRICS, MEASURES, parse_layer_metric
+from nextlaw_task.schema import FOLD_SPREAD, ILL_POSED, LAW_METRICS, LAW_STATES, MEASURES, parse_layer_metric
 
 #: The bookkeeping metrics a row keeps.
 ROW_COUNTS: tuple[str, ...] = ("n_tokens", "n_docs", "hidden_size")
@@ -72,6 +72,19 @@ class NextlawRow:
     benchmarks: Mapping[str, float] = field(default_factory=dict)
     #: what the per-layer values are: ``pr`` (prediction residual) or ``fuzziness``
     quantity: str = "pr"
+    #: states whose fit is not a result (their value is NaN); the law left them out
+    ill_posed: tuple[int, ...] = ()
+    #: the states the law was fitted over (NaN in results files written before 0.2)
+    law_first_state: float = math.nan
+    law_last_state: float = math.nan
+    law_n_states: float = math.nan
+
+    @property
+    def law_states_label(self) -> str:
+        """``1..30 (30)``: the states the law was fitted over, or ``?`` when the file does not say."""
+        if math.isnan(self.law_first_state):
+            return "?" if math.isnan(self.law_n_states) else "none"
+        return f"{int(self.law_first_state)}..{int(self.law_last_state)} ({int(self.law_n_states)})"
 
     @property
     def model_label(self) -> str:
@@ -208,11 +221,12 @@ def _nextlaw_row(
         else:
             values[name] = number
     layers.pop(FOLD_SPREAD, None)
+    ill_posed = tuple(sorted(layers.pop(ILL_POSED, {})))
     if len(layers) > 1:
         raise ResultsError(path, f"task {task!r}: per-layer values of several kinds ({', '.join(sorted(layers))})")
     quantity, by_state = next(iter(layers.items()), ("pr", {}))
     quantity = _LEGACY_QUANTITY.get(task, quantity) if quantity == "pr" else quantity
-    law = {name: values.get(name, math.nan) for name in LAW_METRICS + ROW_COUNTS}
+    law = {name: values.get(name, math.nan) for name in LAW_METRICS + ROW_COUNTS + LAW_STATES}
     return NextlawRow(
         model=model,
         revision=revision,
@@ -221,6 +235,7 @@ def _nextlaw_row(
         source=path,
         date=date,
         quantity=quantity,
+        ill_posed=ill_posed,
         **law,
     )
 

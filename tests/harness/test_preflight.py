@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from nextlaw_task.corpus import CorpusError
 from nextlaw_task.errors import NextlawError
 from nextlaw_task.harness.preflight import check_run, checked, report_error, run_metadata
+from nextlaw_task.harness.messages import NextlawModelRequired
 from nextlaw_task.options import OptionError
 
 
@@ -21,19 +23,19 @@ def test_metadata_merges_model_args_and_metadata_as_the_harness_does() -> None:
 
 
 def test_runs_without_nextlaw_tasks_are_not_checked(tmp_path: Path) -> None:
-    check_run(["hellaswag", {"task": "x"}], "", {"nextlaw_data": str(tmp_path / "nowhere.jsonl")})
+    check_run({"tasks": ["hellaswag", {"task": "x"}], "model": "hf", "use_cache": "c", "metadata": {"nextlaw_data": str(tmp_path / "nowhere.jsonl")}})
 
 
 def test_a_bad_corpus_or_option_is_refused_before_the_model(tmp_path: Path) -> None:
     with pytest.raises(CorpusError, match="nowhere.jsonl: corpus path not found"):
-        check_run(["nextlaw_equilearning", "arc_easy"], "", {"nextlaw_data": str(tmp_path / "nowhere.jsonl")})
+        check_run({"tasks": ["nextlaw_equilearning", "arc_easy"], "model": "nextlaw", "metadata": {"nextlaw_data": str(tmp_path / "nowhere.jsonl")}})
     with pytest.raises(OptionError, match="nextlaw_max_tokens=2"):
-        check_run(["nextlaw"], "pretrained=x,nextlaw_max_tokens=2", None)
+        check_run({"tasks": ["nextlaw"], "model": "nextlaw", "model_args": "pretrained=x,nextlaw_max_tokens=2"})
     corpus = tmp_path / "three.jsonl"
     corpus.write_text('{"text": "a b"}\n{"text": "c"}\n{"text": " "}\n', encoding="utf-8")
     with pytest.raises(CorpusError, match="nextlaw_sample=3: corpus .* has 2 non-blank documents"):
-        check_run("nextlaw_onehot", "", {"nextlaw_data": str(corpus), "nextlaw_sample": 3})
-    check_run("nextlaw_onehot", "", {"nextlaw_data": str(corpus), "nextlaw_sample": 2})
+        check_run({"tasks": "nextlaw_onehot", "model": "nextlaw", "metadata": {"nextlaw_data": str(corpus), "nextlaw_sample": 3}})
+    check_run({"tasks": "nextlaw_onehot", "model": "nextlaw", "metadata": {"nextlaw_data": str(corpus), "nextlaw_sample": 2}})
 
 
 def test_the_wrapped_run_checks_first_then_runs_with_its_arguments(tmp_path: Path) -> None:
@@ -44,11 +46,37 @@ def test_the_wrapped_run_checks_first_then_runs_with_its_arguments(tmp_path: Pat
         return "results"
 
     run = checked(simple_evaluate)
-    assert run("hf", model_args="pretrained=x", tasks=["nextlaw_equilearning"], limit=3) == "results"
-    assert calls == [("hf", "pretrained=x", ["nextlaw_equilearning"], None, {"limit": 3})]
+    assert run("nextlaw", model_args="pretrained=x", tasks=["nextlaw_equilearning"], limit=3) == "results"
+    assert calls == [("nextlaw", "pretrained=x", ["nextlaw_equilearning"], None, {"limit": 3})]
     with pytest.raises(CorpusError):
-        run("hf", tasks=["nextlaw_equilearning"], metadata={"nextlaw_data": str(tmp_path / "none.txt")})
+        run("nextlaw", tasks=["nextlaw_equilearning"], metadata={"nextlaw_data": str(tmp_path / "none.txt")})
+    with pytest.raises(NextlawModelRequired, match="--model nextlaw"):
+        run("hf", tasks=["nextlaw_equilearning"])
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    "flag", ["use_cache", "cache_requests", "predict_only", "apply_chat_template", "fewshot_as_multiturn",
+             "system_instruction"],
+)
+def test_flags_that_cannot_apply_are_refused_before_the_model(flag: str) -> None:
+    with pytest.raises(OptionError, match=f"nextlaw_equilearning: --{flag} is not for nextlaw tasks: .*leave it out"):
+        check_run({"tasks": ["nextlaw_equilearning", "hellaswag"], "model": "nextlaw", flag: "x"})
+
+
+def test_only_the_nextlaw_wrapper_measures(caplog) -> None:
+    from lm_eval.api.model import LM
+
+    class Other(LM):
+        loglikelihood = loglikelihood_rolling = generate_until = staticmethod(lambda requests: [])
+
+    with pytest.raises(NextlawModelRequired, match="'nextlaw_onehot' measures hidden states"):
+        check_run({"tasks": ["nextlaw_onehot"], "model": "vllm"})
+    with pytest.raises(NextlawModelRequired):
+        check_run({"tasks": ["nextlaw_onehot"], "model": Other()})
+    with caplog.at_level(logging.WARNING):
+        check_run({"tasks": ["nextlaw_onehot"], "model": "nextlaw", "gen_kwargs": "temperature=0"})
+    assert "--gen_kwargs applies to generation tasks only" in caplog.text
 
 
 def test_nextlaw_errors_print_one_line_and_others_keep_their_traceback(capsys) -> None:
@@ -69,3 +97,32 @@ def test_nextlaw_errors_print_one_line_and_others_keep_their_traceback(capsys) -
         finally:
             logger.setLevel(level)
         assert seen[-1] == (NextlawError, error, None) and capsys.readouterr().err == ""
+
+
+def test_folds_law_bounds_layers_and_memory_are_checked_against_the_corpus_and_model(tiny_model_dir, monkeypatch,
+                                                                                      tmp_path: Path) -> None:
+    import nextlaw_task.harness.preflight as preflight
+
+    corpus = tmp_path / "four.jsonl"
+    corpus.write_text("".join(f'{{"text": "document number {i}"}}\n' for i in range(4)), encoding="utf-8")
+
+    def run(**options: Any) -> None:
+        check_run({"tasks": ["nextlaw_heldout"], "model": "nextlaw", "model_args": f"pretrained={tiny_model_dir}",
+                   "metadata": {"nextlaw_data": str(corpus), **options}, "limit": options.pop("limit", None)})
+
+    assert preflight.model_shape(str(tiny_model_dir)) == (3, 32) and preflight.model_shape("org/name") is None
+    run(nextlaw_folds=4)
+    with pytest.raises(OptionError, match="nextlaw_folds=4, but the run measures 3 documents"):
+        run(nextlaw_folds=4, limit=3)
+    with pytest.raises(OptionError, match=r"nextlaw_law_last=5 is outside the states 0..3 of this model"):
+        run(nextlaw_law_last=5)
+    with pytest.raises(OptionError, match=r"nextlaw_law_first=-5 is outside the states 0..3"):
+        run(nextlaw_law_first=-5)
+    with pytest.raises(OptionError, match=r"nextlaw_law_first=3 \(state 3\) comes after nextlaw_law_last=-2"):
+        run(nextlaw_law_first=3, nextlaw_law_last=-2)
+    with pytest.raises(OptionError, match="state 7 is outside 0..3"):
+        run(nextlaw_layers="0,7")
+    monkeypatch.setattr(preflight, "available_memory", lambda: 1000)
+    with pytest.raises(OptionError, match=r"4 states need .* more than the 1000 B of memory free: lower nextlaw_folds"):
+        run(nextlaw_folds=2)
+    run(nextlaw_folds=2, nextlaw_memory_budget="10KiB")  # passes within a budget: the plan's business

@@ -312,6 +312,11 @@ FAILURES = {
     "option misspelt": ("'nextlaw-data' (did you mean 'nextlaw_data'?)", "correct the spelling"),
     "--cache_requests": ("nextlaw_equilearning: --cache_requests is not for nextlaw tasks", "another corpus"),
     "--system_instruction": ("--system_instruction is not for nextlaw tasks", "leave it out"),
+    "--apply_chat_template": ("--apply_chat_template is not for nextlaw tasks", "own tokens"),
+    "--predict_only": ("--predict_only is not for nextlaw tasks", "only output is its metrics"),
+    "--model hf": ("'nextlaw_equilearning' measures hidden states", "--model nextlaw"),
+    "law bound beyond the model": ("nextlaw_law_last=5 is outside the states 0..3 of this model",),
+    "folds beyond the documents": ("nextlaw_folds=30, but the run measures 20 documents", "at most 20"),
 }
 
 
@@ -328,11 +333,11 @@ def bad_input_runs(tiny_model_dir, tmp_path_factory) -> dict[str, tuple[Run, Pat
     overflow = save_overflowing_model(data / "overflow", tiny_model_dir)
 
     def args(corpus: Path | None = None, model: Path = tiny_model_dir, tasks: str = "nextlaw_equilearning",
-             extra: str = "", limit: str = "20", options: dict | None = None) -> list[str]:
+             extra: str = "", limit: str | None = "20", options: dict | None = None) -> list[str]:
         options = {**({} if corpus is None else {"nextlaw_data": str(corpus)}), **(options or {})}
         metadata = ["--metadata", json.dumps(options)] if options else []
         return ["--model", "nextlaw", "--model_args", f"pretrained={model}{extra}", "--tasks", tasks, *metadata,
-                "--limit", limit, "--log_samples"]
+                *(["--limit", limit] if limit is not None else []), "--log_samples"]
 
     plans = {
         "empty corpus": args(data / "empty.txt"),
@@ -356,6 +361,13 @@ def bad_input_runs(tiny_model_dir, tmp_path_factory) -> dict[str, tuple[Run, Pat
         "--cache_requests": [*args(), "--cache_requests", "true"],
         "--system_instruction": [*args(), "--system_instruction", "Answer briefly."],
         "--num_fewshot": [*args(short), "--num_fewshot", "3"],
+        "--apply_chat_template": [*args(), "--apply_chat_template"],
+        "--predict_only": [*args(), "--predict_only"],
+        "--model hf": ["--model", "hf", *args()[2:]],
+        "law bound beyond the model": args(options={"nextlaw_law_last": 5}),
+        "folds beyond the documents": args(options={"nextlaw_folds": 30}),
+        "--write_out, --gen_kwargs, --samples": [*args(short, limit=None), "--write_out", "--gen_kwargs", "temperature=0",
+                                               "--samples", json.dumps({"nextlaw_equilearning": [0, 2]})],
     }
     folders = {name: tmp_path_factory.mktemp("run") for name in plans}
     done = run_concurrently(
@@ -383,6 +395,14 @@ def test_num_fewshot_leaves_nextlaw_tasks_at_zero_shots(bad_input_runs):
     assert json.dumps(metrics_of(results, "nextlaw_equilearning"), sort_keys=True) == json.dumps(plain, sort_keys=True)
 
 
+def test_write_out_gen_kwargs_and_samples_are_honoured(bad_input_runs):
+    run, output = bad_input_runs["--write_out, --gen_kwargs, --samples"]
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "context prompt (starting on next line)" in run.stderr and SHORT_CORPUS[0] in run.stderr
+    assert "--gen_kwargs applies to generation tasks only" in run.stderr
+    assert metrics_of(results_of(output), "nextlaw_equilearning")["n_docs"] == 2
+
+
 def test_the_traceback_shows_under_verbosity_debug(bad_input_runs):
     run, output = bad_input_runs["traceback under DEBUG"]
     assert run.returncode != 0 and "Traceback (most recent call last)" in run.stderr
@@ -397,8 +417,10 @@ def test_fewer_tokens_than_hidden_size_warns_and_flags_every_state(bad_input_run
     n = int(metrics["n_tokens"])
     assert 0 < n <= 32 and metrics["n_docs"] == len(SHORT_CORPUS)
     assert metrics["ill_posed_states"] == 4.0
-    assert all(math.isfinite(metrics[layer_metric("pr", s, 3)]) for s in range(4))
-    assert math.isnan(metrics["law_slope"])
+    # not results: NaN, flagged per state, never a number a plot or a ranking would take
+    assert all(math.isnan(metrics[layer_metric("pr", s, 3)]) for s in range(4))
+    assert all(metrics[layer_metric("ill_posed", s, 3)] == 1.0 for s in range(4))
+    assert math.isnan(metrics["law_slope"]) and metrics["law_n_states"] == 0
     assert f"{n} samples <= hidden size 32 + 1" in run.stderr
     assert "4 of 4 states are ill-posed" in run.stderr
 

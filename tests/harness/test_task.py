@@ -10,7 +10,7 @@ from lm_eval.tasks import TaskManager
 
 from nextlaw_task.corpus import CorpusError
 from nextlaw_task.harness.messages import CorpusMeasurement, NextlawModelRequired, NextlawRequest
-from nextlaw_task.options import MeasurementSpec
+from nextlaw_task.options import MeasurementSpec, OptionError
 from nextlaw_task.harness.task import NextlawTask, corpus_value
 
 VARIANTS = {
@@ -72,10 +72,14 @@ def test_requests_carry_text_and_spec_and_refuse_other_models():
     request = task.instances[0]
     assert isinstance(request, NextlawRequest) and request.request_type == "loglikelihood_rolling"
     assert request.text == task.test_docs()[0]["text"] and request.spec is task.spec
-    with pytest.raises(NextlawModelRequired, match="--model nextlaw"):
-        request.args  # what any other model, or the --use_cache layer, reads first
-    request.resps.append(0.0)
-    assert request.args == (request.text,)  # after the answer, for --log_samples records
+    assert request.args == (request.text,)  # what --write_out prints and --log_samples records
+
+
+@pytest.mark.parametrize("flag", ["cache_requests", "apply_chat_template", "fewshot_as_multiturn", "system_instruction"])
+def test_request_flags_that_cannot_apply_are_refused_when_the_requests_are_built(flag):
+    task = load(["nextlaw_equilearning"])["tasks"]["nextlaw_equilearning"]
+    with pytest.raises(OptionError, match=f"nextlaw_equilearning: --{flag} is not for nextlaw tasks"):
+        task.build_all_requests(limit=3, **{flag: "yes"})
 
 
 def test_process_results_passes_corpus_metrics_through():

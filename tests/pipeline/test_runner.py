@@ -84,6 +84,8 @@ def test_too_few_tokens_warns_with_both_numbers_and_flags(tiny_models, caplog):
     assert n <= 32
     assert f"{n} samples <= hidden size 32" in caplog.text
     assert metrics["ill_posed_states"] == 4.0
+    assert all(np.isnan(metrics[layer_metric("pr", s, 3)]) and metrics[layer_metric("ill_posed", s, 3)] == 1.0
+               for s in range(4))
     assert np.isnan(metrics["law_slope"]) and "not enough layers" in caplog.text
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from nextlaw_results_factory import close, law_metrics, number, parse_tables, results_document, write_results
 
-from nextlaw_task.reports.report import LAW_COLUMNS, markdown_report, markdown_table
+from nextlaw_task.reports.report import LAW_COLUMNS, STATES_COLUMN, markdown_report, markdown_table
 from nextlaw_task.reports.results import load_rows
 
 
@@ -22,11 +22,24 @@ def test_report_tables_hold_the_json_numbers(tmp_path: Path) -> None:
         state = int(cells[0])
         for task, cell in zip(pr_table[0][1:], cells[1:]):
             assert close(number(cell), tasks[task][f"pr_layer_{state:02d}"], rel=5e-6)
-    assert [c for c in law_table[0][1:]] == [title for title, _ in LAW_COLUMNS]
+    assert [c for c in law_table[0][1:]] == [STATES_COLUMN, *(title for title, _ in LAW_COLUMNS)]
     for cells in law_table[1:]:
-        for (_, attr), cell in zip(LAW_COLUMNS, cells[1:]):
+        assert cells[1] == "?"  # the file does not say which states the law was fitted over
+        for (_, attr), cell in zip(LAW_COLUMNS, cells[2:]):
             assert close(number(cell), tasks[cells[0]][attr], rel=5e-6)
-    assert law_table[1][LAW_COLUMNS.index(("tokens", "n_tokens")) + 1] == "4321"
+    assert law_table[1][LAW_COLUMNS.index(("tokens", "n_tokens")) + 2] == "4321"
+
+
+def test_the_report_names_the_states_fitted_and_the_states_that_are_not_results(tmp_path: Path) -> None:
+    metrics = law_metrics(states=range(5))
+    metrics |= {"pr_layer_00": math.nan, "ill_posed_layer_00": 1.0, "law_first_state": 2.0, "law_last_state": 4.0,
+                "law_n_states": 3.0}
+    (row,) = load_rows([write_results(tmp_path, results_document("m", {"nextlaw_equilearning": metrics}))])
+    assert row.ill_posed == (0,) and row.law_states_label == "2..4 (3)" and 0 in row.layers
+    text = markdown_report([row])
+    law_table = parse_tables(text)[1]
+    assert law_table[1][:2] == ["nextlaw_equilearning", "2..4 (3)"]
+    assert "nextlaw_equilearning: states 0 are not results (NaN), left out of the law" in text
 
 
 def test_one_section_per_model_and_missing_states_are_nan(tmp_path: Path) -> None:
