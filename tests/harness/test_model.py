@@ -142,3 +142,39 @@ def test_a_text_repeated_in_one_task_is_measured_each_time(lm, tmp_path):
     answers = lm.loglikelihood_rolling(requests, disable_tqdm=True)
     assert answers[0].metrics["n_docs"] == 5.0
     assert answers[0].metrics["n_tokens"] == sum(len(d.tokens) - 1 for d in documents)
+
+
+def test_every_corpus_form_in_one_folder_is_measured(lm, tmp_path):
+    """A folder as people keep it: every form, nested, read in path order, sampled with the seed."""
+    import csv
+    import gzip
+    import json
+
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nextlaw_task.corpus import embedded_corpus_path, read_documents
+
+    sentences = read_documents(embedded_corpus_path())[:12]
+    folder = tmp_path / "corpus"
+    (folder / "nested" / "deeper").mkdir(parents=True)
+    (folder / "a.txt").write_text("\n\n".join(sentences[0:2]), encoding="utf-8")
+    with open(folder / "b.csv", "w", newline="", encoding="utf-8") as out:
+        csv.writer(out).writerows([("id", "body"), *enumerate(sentences[2:4])])
+    with gzip.open(folder / "c.jsonl.gz", "wt", encoding="utf-8") as out:
+        out.write("".join(json.dumps({"body": s}) + "\n" for s in sentences[4:6]))
+    (folder / "nested" / "d.json").write_text(json.dumps([{"body": s} for s in sentences[6:8]]), encoding="utf-8")
+    pq.write_table(pa.table({"body": sentences[8:10]}), folder / "nested" / "deeper" / "e.parquet")
+    datasets.Dataset.from_dict({"body": sentences[10:12]}).save_to_disk(str(folder / "nested" / "f"))
+    (folder / "notes.md").write_text("not a document")
+    metadata = {"nextlaw_data": str(folder), "nextlaw_text_field": "body"}
+    tasks, requests = requests_of(["nextlaw_equilearning"], limit=None, metadata=metadata)
+    # .txt paragraphs have no field: the folder mixes forms, and each is read its own way
+    assert [r.text for r in requests] == sentences
+    answers = lm.loglikelihood_rolling(requests, disable_tqdm=True)
+    assert answers[0].metrics["n_docs"] == 12.0
+    _, sampled = requests_of(["nextlaw_equilearning"], limit=None, metadata={**metadata, "nextlaw_sample": 5})
+    _, again = requests_of(["nextlaw_equilearning"], limit=None, metadata={**metadata, "nextlaw_sample": 5})
+    assert [r.text for r in sampled] == [r.text for r in again] and len(sampled) == 5
+    assert set(r.text for r in sampled) < set(sentences)
