@@ -11,7 +11,7 @@ import torch
 import transformers as tf
 
 import nextlaw_task
-from tiny import ARCHITECTURES, MIXED_MAX_TOKENS, mixed_run_args, save_tiny_model, tiny_config
+from tiny import ARCHITECTURES, mixed_run_args, save_tiny_model, tiny_config
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 

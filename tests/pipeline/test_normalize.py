@@ -7,7 +7,6 @@ import copy
 import pytest
 import torch
 
-from tiny import VOCAB
 from nextlaw_task.pipeline.capture import locate_states
 from nextlaw_task.pipeline.normalize import FinalNorm, normalize_states
 
