@@ -13,5 +13,10 @@ class NextlawError(Exception):
     """A problem the user can fix; the message names the file, line or option and the fix."""
 
 
+def one_line(error: BaseException) -> str:
+    """The error's message with its whitespace collapsed: how it is printed as ``error: ...``."""
+    return " ".join(str(error).split())
+
+
 class MeasurementError(NextlawError, ValueError):
     """The model's hidden states or the documents cannot be measured (an overflow, foreign token ids)."""

@@ -11,7 +11,6 @@ other error keeps Python's traceback.
 
 from __future__ import annotations
 
-import ast
 import inspect
 import logging
 import math
@@ -23,10 +22,11 @@ from types import TracebackType
 from typing import Any
 
 import torch
+from lm_eval.utils import simple_parse_args_string
 
 from nextlaw_task.corpus import load_corpus
 from nextlaw_task.engine.stats import ResidualStatistics
-from nextlaw_task.errors import NextlawError
+from nextlaw_task.errors import NextlawError, one_line
 from nextlaw_task.harness.messages import NextlawModelRequired
 from nextlaw_task.options import MeasurementSpec, OptionError, build_spec, format_bytes
 from nextlaw_task.schema import resolve_state
@@ -34,21 +34,9 @@ from nextlaw_task.schema import resolve_state
 logger = logging.getLogger(__name__)
 
 
-def _key_values(text: str) -> dict[str, Any]:
-    """``k=v,k=v`` model_args as lm-eval reads them (values as Python literals where they parse)."""
-    values: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, _, value = item.partition("=")
-        try:
-            values[key.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            values[key.strip()] = value.strip()
-    return values
-
-
 def run_metadata(model_args: Any, metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     """The metadata every task of the run sees: the model_args merged with ``--metadata``."""
-    merged = _key_values(model_args) if isinstance(model_args, str) else dict(model_args or {})
+    merged = simple_parse_args_string(model_args) if isinstance(model_args, str) else dict(model_args or {})
     return merged | dict(metadata or {})
 
 
@@ -191,11 +179,6 @@ def checked(simple_evaluate: Callable[..., Any]) -> Callable[..., Any]:
     wrapper.__doc__ = simple_evaluate.__doc__
     wrapper._nextlaw = True  # type: ignore[attr-defined]
     return wrapper
-
-
-def one_line(error: BaseException) -> str:
-    """The error's message with its whitespace collapsed."""
-    return " ".join(str(error).split())
 
 
 def report_error(previous: Callable[..., Any]) -> Callable[[type, BaseException, TracebackType | None], None]:

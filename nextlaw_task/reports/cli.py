@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from nextlaw_task.errors import one_line
 from nextlaw_task.reports import leaderboard, sweep
 from nextlaw_task.reports.results import load_rows
 
@@ -93,7 +94,7 @@ def _one_line(err: Exception) -> str:
     """An error as one line: ``path: reason`` for OS errors, any message's whitespace collapsed."""
     if isinstance(err, OSError) and err.filename:
         return f"{err.filename}: {err.strerror or err}"
-    return " ".join(str(err).split())
+    return one_line(err)
 
 
 def _report(args: argparse.Namespace, _: list[str]) -> None:
