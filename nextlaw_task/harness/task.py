@@ -29,7 +29,6 @@ from nextlaw_task.schema import HIGHER_IS_BETTER
 logger = logging.getLogger(__name__)
 
 
-
 def corpus_value(items: Sequence[float]) -> float:
     """Aggregate a corpus-level metric: every document carries the same value; return it."""
     first = float(items[0])
