@@ -33,7 +33,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from nextlaw_task.engine.solve import GramSolver, trace_pinv, trace_pinv_factored
+from nextlaw_task.engine.solve import UNDETERMINED_RTOL, GramSolver, trace_pinv, trace_pinv_factored
 from nextlaw_task.engine.sums import Sums
 from nextlaw_task.schema import CLASS_MEASURES, HELDOUT_MEASURES, SCALAR_MEASURES
 
@@ -221,6 +221,19 @@ def _interpolation_reason(where: str, n: int, d: int, training: bool) -> str | N
     )
 
 
+def _undetermined_reason(where: str, solver: GramSolver, train: _Features, test: _Features) -> str | None:
+    """Flag a training fit with no unique solution in directions the held-out samples use."""
+    offset = test.mean - train.mean
+    share = solver.undetermined(test.sxx + test.n * torch.outer(offset, offset), test.raw_diag)
+    if share <= UNDETERMINED_RTOL:
+        return None
+    return (
+        f"{where}: the training folds determine the fit in only {solver.rank} of {solver.size} directions, "
+        f"and the held-out samples vary in the others ({min(share, 1.0):.2g} of their scatter): their "
+        f"predictions depend on the solver, so this held-out PR is not a result; feed more (or more varied) tokens"
+    )
+
+
 def _insample(measure: str, data: _State) -> _Outcome:
     rss = tss = torch.zeros((), dtype=torch.float64, device=data.total.z.device)
     for targets in data.targets(measure, data.total, data.features.mean):
@@ -301,7 +314,7 @@ def _heldout(measures: Sequence[str], data: _State) -> dict[str, _Outcome]:
             continue
         train_f, test_f = _Features.of(train), _Features.of(test)
         solver = train_f.solver()
-        flag = _interpolation_reason(where, n_train, data.d, training=True)
+        flag = _interpolation_reason(where, n_train, data.d, training=True) or _undetermined_reason(where, solver, train_f, test_f)
         for measure, log in logs.items():
             score = _fold_score(measure, data, solver, (train, train_f), (test, test_f))
             if score is None:

@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 class HeldoutError(NextlawError, ValueError):
-    """Held-out PR was asked for, but some training folds have no more samples than parameters."""
+    """Held-out PR was asked for, but no state's training folds determine a fit (too few or too alike samples)."""
 
 
 def task_metrics(
@@ -34,12 +34,12 @@ def task_metrics(
     """The metrics of ``task``: its measure per state (NaN, flagged, where the fit is not a result), the
     fold spread, the law over ``law_bounds`` (negative bounds count back from L) with the states it was
     fitted over, and the counts (``docs``, ``truncated``)."""
-    if result.fold_std is not None and result.ill_posed:
+    if result.fold_std is not None and states and all(s in result.ill_posed for s in states):
         raise HeldoutError(
-            f"{task}: held-out PR is not a result for {len(result.ill_posed)} of {len(states)} states "
+            f"{task}: held-out PR is not a result for any of the {len(states)} states "
             f"({next(iter(result.ill_posed.values()))}). Every training fold needs more samples than "
-            "hidden size + 1: measure more tokens (a larger --limit or nextlaw_data corpus), or use "
-            "nextlaw_equilearning for in-sample PR"
+            "hidden size + 1, varied enough to determine the fit: measure more tokens (a larger --limit "
+            "or nextlaw_data corpus), or use nextlaw_equilearning for in-sample PR"
         )
     quantity = MEASURES[measure].quantity
     # A state whose fit is not a result (N <= d + 1, a constant target, ...) is NaN, never a number to rank.

@@ -17,6 +17,9 @@ EPS = torch.finfo(torch.float64).eps
 #: A column whose centered sum of squares is below this fraction of its raw (uncentered, about
 #: the shift) sum of squares carries no resolvable variance: it is treated as constant.
 CONSTANT_COLUMN_RTOL = 1e-12
+#: Fraction of new samples' scatter in directions a fit leaves undetermined above which predictions
+#: for those samples depend on the solver (rounding noise in a null direction stays far below it).
+UNDETERMINED_RTOL = 1e-8
 
 
 def rank_tolerance(size: int) -> float:
@@ -49,6 +52,7 @@ class GramSolver:
         self._factor: Tensor | None = None
         self._basis: Tensor | None = None
         self._inverse_eigenvalues: Tensor | None = None
+        self._null: Tensor | None = None
         if self.keep.numel() == 0:
             self.method, self.rank = "none", 0
         elif not self._try_cholesky(scaled):
@@ -69,7 +73,27 @@ class GramSolver:
         kept = values > values.max().clamp_min(0) * rank_tolerance(scaled.shape[0])
         self._basis = vectors[:, kept]
         self._inverse_eigenvalues = values[kept].reciprocal()
+        self._null = vectors[:, ~kept]
         self.method, self.rank = "eigh", int(kept.sum())
+
+    def undetermined(self, scatter: Tensor, raw_diag: Tensor) -> float:
+        """Share of new samples' ``scatter`` (about the fitted mean, d x d) that the fit does not determine.
+
+        Predictions for samples in the fit's null space, or varying along a column that was constant
+        in the fit, depend on the solver's choice of solution: such a column counts as 1.0, a null
+        direction by its share of the scatter in the fit's unit-variance units. ``raw_diag`` is the
+        new samples' diagonal sum of squares about the shift (to tell a varying column from rounding).
+        """
+        dropped = torch.ones(self.size, dtype=torch.bool, device=scatter.device)
+        dropped[self.keep] = False
+        if bool((scatter.diagonal()[dropped] > CONSTANT_COLUMN_RTOL * raw_diag[dropped]).any()):
+            return 1.0
+        if self._null is None or self._null.shape[1] == 0:
+            return 0.0
+        scaled = scatter[self.keep][:, self.keep] * self.scale[:, None] * self.scale[None, :]
+        total = float(scaled.diagonal().sum())
+        null = float((self._null * (scaled @ self._null)).sum())
+        return max(null, 0.0) / total if total > 0 else 0.0
 
     def solve(self, rhs: Tensor) -> Tensor:
         """Coefficients B (d x m, or d for a vector rhs) for the cross-products ``rhs`` = X'Y."""

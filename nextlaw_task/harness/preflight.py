@@ -50,6 +50,8 @@ REFUSED_FLAGS = {
     "apply_chat_template": ("--apply_chat_template", "nextlaw measures each document's own tokens, not a chat prompt"),
     "fewshot_as_multiturn": ("--fewshot_as_multiturn", "nextlaw tasks have no few-shot examples"),
     "system_instruction": ("--system_instruction", "nextlaw measures each document's own tokens, with no instruction"),
+    "check_integrity": ("--check_integrity", "it runs lm-eval's own task tests, and nextlaw's tests are a pytest suite "
+                        "of their own (see the README)"),
 }
 
 
@@ -99,7 +101,7 @@ def check_run(arguments: Mapping[str, Any]) -> None:
         )
     shape = model_shape(metadata.get("pretrained"))
     if shape is not None:
-        check_shape(spec, *shape)
+        check_shape(spec, *shape, device=metadata.get("device"))
 
 
 def _selected(available: int, limit: Any) -> int:
@@ -139,7 +141,7 @@ def available_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
-def check_shape(spec: MeasurementSpec, n_layers: int, hidden_size: int) -> None:
+def check_shape(spec: MeasurementSpec, n_layers: int, hidden_size: int, device: str | None = None) -> None:
     """The states, the law's bounds and the statistics' memory against the model's shape."""
     states = spec.states(n_layers)
     for key, bound in (("nextlaw_law_first", spec.law_first), ("nextlaw_law_last", spec.law_last)):
@@ -154,14 +156,38 @@ def check_shape(spec: MeasurementSpec, n_layers: int, hidden_size: int) -> None:
             f"nextlaw_law_first={spec.law_first} (state {first}) comes after nextlaw_law_last={spec.law_last} "
             f"(state {last}): the law is fitted from the first to the last, so swap them"
         )
-    need = ResidualStatistics.memory_bytes(len(states), hidden_size, (spec.measure,), spec.folds)
-    free = available_memory()
-    if spec.memory_budget is None and not torch.cuda.is_available() and need > free:
-        raise OptionError(
-            f"the statistics of {len(states)} states need {format_bytes(need)} (hidden size {hidden_size}, "
-            f"nextlaw_folds={spec.folds or 0}), more than the {format_bytes(free)} of memory free: lower "
-            "nextlaw_folds or nextlaw_layers, or set nextlaw_memory_budget to measure the states in passes"
-        )
+    check_memory(spec, len(states), hidden_size, device)
+
+
+def gpu_free_memory(device: str | None) -> int | None:
+    """Free bytes on the CUDA device the model will use (None when it will run on the CPU)."""
+    if not torch.cuda.is_available() or (device is not None and not str(device).startswith("cuda")):
+        return None
+    index = torch.device(device).index if device and ":" in str(device) else None
+    return torch.cuda.mem_get_info(0 if index is None else index)[0]
+
+
+def check_memory(spec: MeasurementSpec, n_states: int, hidden_size: int, device: str | None) -> None:
+    """Refuse statistics that cannot fit, as the memory plan will place them: on a GPU in passes when one
+    state fits its budget (half the free memory by default), else all of them in CPU memory; on a CPU
+    all of them, or ``nextlaw_memory_budget``'s worth per pass, in free memory."""
+    need = ResidualStatistics.memory_bytes(n_states, hidden_size, (spec.measure,), spec.folds)
+    one = ResidualStatistics.memory_bytes(1, hidden_size, (spec.measure,), spec.folds)
+    free, gpu_free = available_memory(), gpu_free_memory(device)
+    if gpu_free is not None:
+        budget = spec.memory_budget if spec.memory_budget is not None else gpu_free // 2
+        over = f", and one state's {format_bytes(one)} is over the GPU budget of {format_bytes(budget)}"
+        held, where = (0, "") if one <= budget else (need, over)
+    else:
+        held, where = (need if spec.memory_budget is None else min(need, spec.memory_budget)), ""
+    if held <= free:
+        return
+    raise OptionError(
+        f"the statistics of {n_states} states need {format_bytes(need)} (hidden size {hidden_size}, "
+        f"nextlaw_folds={spec.folds or 0}), more than the {format_bytes(free)} of memory free{where}: lower "
+        "nextlaw_folds or nextlaw_layers, or set nextlaw_memory_budget below the free memory to measure the "
+        "states in passes"
+    )
 
 
 def checked(simple_evaluate: Callable[..., Any]) -> Callable[..., Any]:

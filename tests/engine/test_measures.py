@@ -242,3 +242,37 @@ def test_wide_states_use_the_blocked_update_and_match_brute_force(n_folds: int) 
     for name, y in targets.items():
         expected = ols_pr(x, y) if n_folds == 0 else heldout_pr(x, y, stream.docs, n_folds)[0]
         assert relative_error(results[name].values[0], expected) < RTOL, name
+
+
+def _embedding_stream(seed: int, test_tokens_seen_in_training: bool) -> Stream:
+    """State-0-like features: one vector per input token, five input tokens per fold of two."""
+    rng = np.random.default_rng(seed)
+    table = rng.normal(size=(10, 12)) + 3.0
+    documents = np.repeat(np.arange(20), 30)
+    inputs = rng.integers(0, 5, size=documents.size)
+    if not test_tokens_seen_in_training:
+        inputs = inputs + 5 * (documents % 2)
+    targets = (3 * inputs + rng.integers(0, 4, size=documents.size)) % 40
+    return Stream(torch.tensor(table[inputs]), torch.tensor(targets), torch.tensor(documents))
+
+
+def test_heldout_fit_undetermined_where_the_test_fold_lies_is_flagged() -> None:
+    stream = _embedding_stream(30, test_tokens_seen_in_training=False)
+    results = feed(ResidualStatistics([0], ("id", "onehot"), n_folds=2, vocab_size=40), stream).compute()
+    for name in ("id", "onehot"):
+        assert "determine the fit in only 4 of 12 directions" in results[name].ill_posed[0], name
+
+
+def test_heldout_fit_rank_deficient_but_determined_on_the_test_fold_is_a_result() -> None:
+    stream = _embedding_stream(31, test_tokens_seen_in_training=True)
+    result = feed(ResidualStatistics([0], ("id",), n_folds=2, vocab_size=40), stream).compute()["id"]
+    assert not result.ill_posed
+    x, y, docs = stream.x, stream.t.astype(float), stream.docs
+    scores = []
+    for k in range(2):
+        test = docs % 2 == k
+        xt, yt = x[~test], y[~test]
+        coef, *_ = np.linalg.lstsq(xt - xt.mean(0), yt - yt.mean(), rcond=None)
+        pred = yt.mean() + (x[test] - xt.mean(0)) @ coef
+        scores.append(((y[test] - pred) ** 2).sum() / ((y[test] - y[test].mean()) ** 2).sum())
+    assert relative_error(result.values[0], float(np.mean(scores))) < 1e-7

@@ -48,8 +48,20 @@ def test_fuzziness_is_named_for_what_it_is() -> None:
     assert metrics["fuzziness_layer_01"] == 400.0 and not any(k.startswith("pr_layer") for k in metrics)
 
 
-def test_held_out_folds_that_interpolate_stop_the_run_with_the_fix() -> None:
-    folded = result({0: 0.5, 1: 0.4}, {0: "state 0, fold 1: 12 training samples <= hidden size 32 + 1"}, {0: 0.1, 1: 0.1})
-    with pytest.raises(HeldoutError, match="held-out PR is not a result for 1 of 2 states .* more tokens") as info:
+def test_held_out_folds_that_interpolate_everywhere_stop_the_run_with_the_fix() -> None:
+    flags = {s: f"state {s}, fold 1: 12 training samples <= hidden size 32 + 1" for s in (0, 1)}
+    folded = result({0: 0.5, 1: 0.4}, flags, {0: 0.1, 1: 0.1})
+    with pytest.raises(HeldoutError, match="not a result for any of the 2 states .* more tokens") as info:
         task_metrics("t", "id", folded, (0, 1), 1, (1, -1), COUNTS)
     assert isinstance(info.value, NextlawError)
+
+
+def test_a_held_out_state_that_is_not_a_result_is_nan_and_flagged() -> None:
+    values = {s: 0.9 * 0.8**s for s in range(5)}
+    values[0] = 7.4  # a training fit undetermined where the held-out samples lie
+    folded = result(values, {0: "state 0, fold 1: the training folds determine the fit in only 9 of 32"},
+                    {s: 0.01 for s in range(5)})
+    metrics = task_metrics("t", "id", folded, range(5), 4, (0, -1), COUNTS)
+    assert math.isnan(metrics["pr_layer_00"]) and metrics["ill_posed_layer_00"] == 1.0
+    assert metrics["pr_layer_01"] == values[1] and metrics["law_first_state"] == 1.0
+    assert metrics["law_rho"] == pytest.approx(0.8)

@@ -108,3 +108,34 @@ def test_trace_pinv_factored_with_dependent_rows() -> None:
     rows = np.vstack([g, g[0] - 2.0 * g[2]])
     expected = np.trace(a @ np.linalg.pinv(rows.T @ rows, rcond=1e-10, hermitian=True))
     assert abs(trace_pinv_factored(torch.tensor(a), torch.tensor(rows)) - expected) < 1e-9 * expected
+
+
+def _scatter(x: np.ndarray, about: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    centered = x - about
+    return torch.tensor(centered.T @ centered), torch.tensor((x**2).sum(0))
+
+
+def test_undetermined_share_of_new_samples() -> None:
+    rng = np.random.default_rng(8)
+    basis = rng.normal(size=(3, 6))
+    train = rng.normal(size=(200, 3)) @ basis + 5.0  # rank 3 of 6 after centering
+    solver = GramSolver(torch.tensor((train - train.mean(0)).T @ (train - train.mean(0))), torch.tensor((train**2).sum(0)))
+    assert solver.method == "eigh" and solver.rank == 3
+    inside = rng.normal(size=(50, 3)) @ basis + 5.0
+    assert solver.undetermined(*_scatter(inside, train.mean(0))) < 1e-12
+    outside = rng.normal(size=(50, 6)) + 5.0
+    share = solver.undetermined(*_scatter(outside, train.mean(0)))
+    assert 0.2 < share < 0.9
+
+
+def test_undetermined_counts_a_column_constant_only_in_the_fit() -> None:
+    rng = np.random.default_rng(9)
+    train = rng.normal(size=(100, 4))
+    train[:, 2] = 3.0
+    solver = GramSolver(torch.tensor((train - train.mean(0)).T @ (train - train.mean(0))), torch.tensor((train**2).sum(0)))
+    same = rng.normal(size=(30, 4))
+    same[:, 2] = 3.0
+    assert solver.method == "cholesky" and solver.undetermined(*_scatter(same, train.mean(0))) == 0.0
+    moved = same.copy()
+    moved[:, 2] = 4.0
+    assert solver.undetermined(*_scatter(moved, train.mean(0))) == 1.0

@@ -12,6 +12,7 @@ from nextlaw_task.corpus import CorpusError
 from nextlaw_task.errors import NextlawError
 from nextlaw_task.harness.preflight import check_run, checked, report_error, run_metadata
 from nextlaw_task.harness.messages import NextlawModelRequired
+from nextlaw_task.engine.stats import ResidualStatistics
 from nextlaw_task.options import OptionError
 
 
@@ -122,7 +123,36 @@ def test_folds_law_bounds_layers_and_memory_are_checked_against_the_corpus_and_m
         run(nextlaw_law_first=3, nextlaw_law_last=-2)
     with pytest.raises(OptionError, match="state 7 is outside 0..3"):
         run(nextlaw_layers="0,7")
-    monkeypatch.setattr(preflight, "available_memory", lambda: 1000)
-    with pytest.raises(OptionError, match=r"4 states need .* more than the 1000 B of memory free: lower nextlaw_folds"):
+    monkeypatch.setattr(preflight, "available_memory", lambda: 40 * 1024)
+    with pytest.raises(OptionError, match=r"4 states need .* more than the 40.0 KiB of memory free: lower nextlaw_folds"):
         run(nextlaw_folds=2)
-    run(nextlaw_folds=2, nextlaw_memory_budget="10KiB")  # passes within a budget: the plan's business
+    run(nextlaw_folds=2, nextlaw_memory_budget="20KiB")  # one state per pass within a budget: the plan's business
+    with pytest.raises(OptionError, match=r"more than the 40.0 KiB of memory free"):
+        run(nextlaw_folds=2, nextlaw_memory_budget="10MiB")
+
+
+def test_memory_on_a_gpu_is_checked_as_the_plan_will_place_it(tiny_model_dir, monkeypatch, tmp_path: Path) -> None:
+    """Mocked device memory: statistics go to the GPU in passes while one state fits half its free
+    memory; beyond that they fall back to CPU memory, and a run that fits neither is refused."""
+    import nextlaw_task.harness.preflight as preflight
+
+    corpus = tmp_path / "many.jsonl"
+    corpus.write_text("".join(f'{{"text": "document number {i}"}}\n' for i in range(50)), encoding="utf-8")
+    one = ResidualStatistics.memory_bytes(1, 32, ("id",), 40)
+    monkeypatch.setattr(preflight.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(preflight.torch.cuda, "mem_get_info", lambda index: (2 * one + 2, 10**12))
+    monkeypatch.setattr(preflight, "available_memory", lambda: 1000)
+
+    def run(device: str = "", **options: Any) -> None:
+        check_run({"tasks": ["nextlaw_heldout"], "model": "nextlaw",
+                   "model_args": f"pretrained={tiny_model_dir}{device}",
+                   "metadata": {"nextlaw_data": str(corpus), "nextlaw_folds": 40, **options}})
+
+    run()  # one state fits half the GPU: the plan measures the states in passes
+    run(",device=cuda:1")
+    with pytest.raises(OptionError, match=r"more than the 1000 B of memory free: lower"):
+        run(",device=cpu")
+    with pytest.raises(OptionError, match=r"over the GPU budget of .*: lower nextlaw_folds"):
+        run(nextlaw_folds=50)
+    with pytest.raises(OptionError, match=r"one state's .* is over the GPU budget of 1.0 KiB"):
+        run(nextlaw_memory_budget="1KiB")

@@ -270,6 +270,16 @@ def write_short_corpus(folder: Path) -> Path:
     return path
 
 
+def write_apart_corpus(folder: Path) -> Path:
+    """Even and odd documents (the two folds of two) share no words: state 0 of each training fold
+    spans fewer directions than the held-out fold's embeddings use."""
+    texts = [" ".join(["the cat sat on the mat"] * 6) if i % 2 == 0 else " ".join(["dogs run far away quickly"] * 6)
+             for i in range(20)]
+    path = folder / "apart.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    return path
+
+
 def save_overflowing_model(path: Path, source: Path) -> Path:
     """The session's tiny Llama with embeddings scaled past float16's largest value (65504)."""
     model = tf.AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
@@ -314,6 +324,8 @@ FAILURES = {
     "--system_instruction": ("--system_instruction is not for nextlaw tasks", "leave it out"),
     "--apply_chat_template": ("--apply_chat_template is not for nextlaw tasks", "own tokens"),
     "--predict_only": ("--predict_only is not for nextlaw tasks", "only output is its metrics"),
+    "--use_cache": ("--use_cache is not for nextlaw tasks", "response cache cannot store"),
+    "--check_integrity": ("--check_integrity is not for nextlaw tasks", "pytest suite"),
     "--model hf": ("'nextlaw_equilearning' measures hidden states", "--model nextlaw"),
     "law bound beyond the model": ("nextlaw_law_last=5 is outside the states 0..3 of this model",),
     "folds beyond the documents": ("nextlaw_folds=30, but the run measures 20 documents", "at most 20"),
@@ -329,6 +341,7 @@ def bad_input_runs(tiny_model_dir, tmp_path_factory) -> dict[str, tuple[Run, Pat
     (data / "notjson.jsonl").write_text('{"text": "One."}\n\n{oops\n', encoding="utf-8")
     (data / "notext.jsonl").write_text('{"body": "One."}\n{"body": "Two."}\n', encoding="utf-8")
     short = write_short_corpus(data)
+    apart = write_apart_corpus(data)
     t5 = save_encoder_decoder(data / "t5", tiny_model_dir)
     overflow = save_overflowing_model(data / "overflow", tiny_model_dir)
 
@@ -361,8 +374,13 @@ def bad_input_runs(tiny_model_dir, tmp_path_factory) -> dict[str, tuple[Run, Pat
         "--cache_requests": [*args(), "--cache_requests", "true"],
         "--system_instruction": [*args(), "--system_instruction", "Answer briefly."],
         "--num_fewshot": [*args(short), "--num_fewshot", "3"],
+        "held-out fit undetermined": args(apart, tasks="nextlaw_heldout", limit=None, options={"nextlaw_folds": 2}),
         "--apply_chat_template": [*args(), "--apply_chat_template"],
         "--predict_only": [*args(), "--predict_only"],
+        "--use_cache": [*args(), "--use_cache", str(data / "cache")],
+        "--check_integrity": [*args(), "--check_integrity"],
+        "--seed, --show_config, --max_batch_size": [*args(short), "--seed", "5,6,7,8", "--show_config",
+                                                    "--batch_size", "auto", "--max_batch_size", "2"],
         "--model hf": ["--model", "hf", *args()[2:]],
         "law bound beyond the model": args(options={"nextlaw_law_last": 5}),
         "folds beyond the documents": args(options={"nextlaw_folds": 30}),
@@ -395,6 +413,16 @@ def test_num_fewshot_leaves_nextlaw_tasks_at_zero_shots(bad_input_runs):
     assert json.dumps(metrics_of(results, "nextlaw_equilearning"), sort_keys=True) == json.dumps(plain, sort_keys=True)
 
 
+def test_seed_show_config_and_max_batch_size_leave_the_numbers_alone(bad_input_runs):
+    """Nothing nextlaw measures draws from lm-eval's seeds (nextlaw_seed drives its own draws)."""
+    run, output = bad_input_runs["--seed, --show_config, --max_batch_size"]
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = results_of(output)
+    assert results["config"]["random_seed"] == 5 and '"random_seed": 5' in run.stdout  # --show_config printed it
+    plain = metrics_of(results_of(bad_input_runs["ill-posed"][1]), "nextlaw_equilearning")
+    assert json.dumps(metrics_of(results, "nextlaw_equilearning"), sort_keys=True) == json.dumps(plain, sort_keys=True)
+
+
 def test_write_out_gen_kwargs_and_samples_are_honoured(bad_input_runs):
     run, output = bad_input_runs["--write_out, --gen_kwargs, --samples"]
     assert run.returncode == 0, run.stderr[-3000:]
@@ -423,6 +451,18 @@ def test_fewer_tokens_than_hidden_size_warns_and_flags_every_state(bad_input_run
     assert math.isnan(metrics["law_slope"]) and metrics["law_n_states"] == 0
     assert f"{n} samples <= hidden size 32 + 1" in run.stderr
     assert "4 of 4 states are ill-posed" in run.stderr
+
+
+def test_a_held_out_fit_undetermined_on_its_test_fold_is_nan_and_flagged(bad_input_runs):
+    """State 0 (embeddings) of one fold's training documents cannot predict the other fold's new words."""
+    run, output = bad_input_runs["held-out fit undetermined"]
+    assert run.returncode == 0, run.stderr[-6000:]
+    metrics = metrics_of(results_of(output), "nextlaw_heldout")
+    assert math.isnan(metrics["pr_layer_00"]) and metrics["ill_posed_layer_00"] == 1.0
+    assert all(math.isfinite(metrics[layer_metric("pr", s, 3)]) for s in (1, 2, 3))
+    assert (metrics["law_first_state"], metrics["law_n_states"]) == (1.0, 3.0)
+    assert "state 0, fold 1: the training folds determine the fit in only" in run.stderr
+    assert "1 of 4 states are ill-posed" in run.stderr
 
 
 # --- an interrupt --------------------------------------------------------------------------------
