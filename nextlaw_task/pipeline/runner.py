@@ -175,6 +175,9 @@ class CorpusRunner:
                 for i in active:
                     all_reduce_statistics(stats[i])
         for i in active:
+            if stats[i].hidden_size is None:  # no document gave this pool a sample: every state is flagged
+                none = torch.empty(0, dtype=torch.int64)
+                stats[i].adopt_layout(self.settings.layout.hidden_size, torch.device("cpu"), {}, none)
             base = pools[i].base
             results = stats[i].compute() if base is None else {"id": compute_shared(stats[base], stats[i], pools[i].column)}
             known = self.state.results[i]

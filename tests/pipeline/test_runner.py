@@ -199,3 +199,14 @@ def test_flows_derived_from_the_next_token_rows_equal_their_own_runs(tiny_models
         for state, x in features.items():
             rcond = 1e-6 if arch == "gpt2" and state == 3 else None
             assert together[spec.task][layer_metric("pr", state, 3)] == pytest.approx(ols_pr(x, targets, rcond), rel=1e-6)
+
+
+def test_documents_of_one_token_give_nan_and_a_reason_not_an_internal_error(tiny_models, caplog):
+    """No sample for any state (every document one token long): NaN and flags, with the reason logged."""
+    docs = [[5], [7], [9]]
+    metrics = run(tiny_models["llama"], [MeasurementSpec(task="t"), MeasurementSpec(task="h", folds=2)], docs, 2)
+    for task in ("t", "h"):
+        assert metrics[task]["n_tokens"] == 0 and metrics[task]["n_docs"] == 3
+        assert all(np.isnan(metrics[task][layer_metric("pr", s, 3)]) for s in range(4))
+        assert metrics[task]["ill_posed_states"] == 4.0 and np.isnan(metrics[task]["law_slope"])
+    assert "no samples were fed" in caplog.text
