@@ -7,4 +7,4 @@ Data flow: ``corpus`` (documents) -> ``model`` + ``capture`` (hidden states, str
 Importing this package is cheap on purpose: the start-up hook imports it in every Python process.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

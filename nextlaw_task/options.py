@@ -49,6 +49,7 @@ class MeasurementSpec:
     text_field: str = "text"
     sample: int | None = None
     memory_budget: int | None = None
+    jackknife_groups: int = 10
 
     def states(self, n_layers: int) -> tuple[int, ...]:
         """The state indices measured for a model with ``n_layers`` blocks (states 0..L)."""
@@ -57,6 +58,12 @@ class MeasurementSpec:
     def law_states(self, n_layers: int) -> tuple[int, int]:
         """(first, last) state of the law's fit, negative values counted back from L as everywhere."""
         return resolve_state(self.law_first, n_layers), resolve_state(self.law_last, n_layers)
+
+    def record(self) -> dict[str, Any]:
+        """Every setting that shapes the numbers, under its ``--metadata`` key (the memory budget, which
+        only decides how many passes are made, is left out), for the results file."""
+        shaping = {o.key: getattr(self, o.field) for o in OPTIONS if o.key != "nextlaw_memory_budget"}
+        return {"measure": self.measure, "target": self.target, **shaping}
 
     def corpus_source(self) -> CorpusSource:
         """Where the documents come from: the corpus, its split and text field, the sample drawn."""
@@ -159,6 +166,13 @@ def _as_seed(key: str, value: Any) -> int:
     return seed
 
 
+def _as_groups(key: str, value: Any) -> int:
+    groups = _as_int(key, value)
+    if groups == 1 or groups < 0:
+        raise OptionError(f"{key}={groups}: use 0 (no standard errors) or G >= 2 jackknife groups")
+    return groups
+
+
 #: The corpus file forms, for messages and the options table.
 CORPUS_SUFFIXES = "`.txt`, `.jsonl`, `.jsonl.gz`, `.json`, `.csv`, `.parquet`"
 
@@ -219,6 +233,9 @@ OPTIONS: tuple[Option, ...] = (
            "last state of the law's fit (negative counts back from L: -1 = L, -2 = L - 1)"),
     Option("nextlaw_seed", "seed", _as_seed, "666",
            "seed of the document sample and of the vocabulary permutation of `nextlaw_shuffled_id`, 0 .. 2**64 - 1"),
+    Option("nextlaw_jackknife_groups", "jackknife_groups", _as_groups, "10",
+           "standard errors by a delete-one-group jackknife over documents in G groups (document index % G); "
+           "0 turns them off (so does `bootstrap_iters=0` in `simple_evaluate`)"),
     Option("nextlaw_memory_budget", "memory_budget", parse_bytes, "GPU: half the free GPU memory; CPU: no limit",
            "memory the float64 statistics may take (`8GiB`, `500MB`); beyond it the states are split into "
            "contiguous ranges that each fit, one pass over the corpus per range (k passes cost about (k+1)/2 "

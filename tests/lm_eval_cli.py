@@ -41,3 +41,12 @@ def metrics_of(results: dict, task: str) -> dict[str, float]:
         for key, value in results["results"][task].items()
         if "," in key and "_stderr" not in key
     }
+
+
+def stderrs_of(results: dict, task: str) -> dict[str, float | str]:
+    """A task's standard errors, keyed by the metric they belong to (``N/A`` where lm-eval has none)."""
+    return {
+        key.split(",")[0].removesuffix("_stderr"): value
+        for key, value in results["results"][task].items()
+        if key.endswith("_stderr,none")
+    }

@@ -53,6 +53,7 @@ _values = {
     "nextlaw_layers": _layers | _any,
     "nextlaw_normalize": st.sampled_from([*NORMALIZATIONS, " None ", "STANDARDIZE", "whiten", ""]) | _any,
     "nextlaw_folds": _int_like | _any,
+    "nextlaw_jackknife_groups": _int_like | _any,
     "nextlaw_law_first": _int_like | _any,
     "nextlaw_law_last": _int_like | _any,
     "nextlaw_seed": _int_like | _any,

@@ -12,10 +12,11 @@ from nextlaw_task.schema import MEASURE_NAMES
 
 
 def batch(
-    state: int, states: Sequence[int], hidden_size: int | None, n_folds: int,
+    state: int, states: Sequence[int], hidden_size: int | None, by_document: str | None,
     features: Tensor, targets: Tensor, documents: Tensor | None,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """``features`` (n, d) float, ``targets`` (n,) integer ids and, with folds, ``documents`` (n,)."""
+    """``features`` (n, d) float, ``targets`` (n,) integer ids and, when the sums are split ``by_document``
+    (folds or jackknife groups, named in the message), ``documents`` (n,)."""
     if state not in states:
         raise ValueError(f"state {state!r} is not measured; the accumulator was built for states {list(states)}")
     features, targets = torch.as_tensor(features), torch.as_tensor(targets)
@@ -34,9 +35,9 @@ def batch(
             f"state {state}: targets must be integer token ids of shape ({n},), "
             f"got {targets.dtype} of shape {tuple(targets.shape)}"
         )
-    if n_folds:
+    if by_document:
         if documents is None:
-            raise ValueError(f"state {state}: n_folds={n_folds} needs documents (n,) to split folds by document")
+            raise ValueError(f"state {state}: {by_document} needs documents (n,) to split the sums by document")
         documents = torch.as_tensor(documents)
         if documents.shape != (n,) or documents.is_floating_point():
             raise ValueError(
@@ -96,6 +97,13 @@ def measures_list(measures: Sequence[str]) -> tuple[str, ...]:
     if unknown or not chosen or len(set(chosen)) != len(chosen):
         raise ValueError(f"measures must be distinct names from {MEASURE_NAMES}, got {chosen!r}")
     return chosen
+
+
+def group_count(n_groups: int) -> int:
+    """0 (no jackknife) or G >= 2 groups."""
+    if not isinstance(n_groups, int) or n_groups < 0 or n_groups == 1:
+        raise ValueError(f"n_groups must be 0 (no standard errors) or an int >= 2 (jackknife groups), got {n_groups!r}")
+    return n_groups
 
 
 def fold_count(n_folds: int) -> int:

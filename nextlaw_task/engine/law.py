@@ -73,26 +73,28 @@ def _usable(values: Mapping[int, float], first: int, last: int) -> tuple[dict[in
     return kept, dropped
 
 
-def _not_ok(reason: str, used: tuple[int, ...], dropped: dict[int, str]) -> LawFit:
-    logger.warning("law not fitted: %s", reason)
+def _not_ok(reason: str, used: tuple[int, ...], dropped: dict[int, str], log: bool) -> LawFit:
+    if log:
+        logger.warning("law not fitted: %s", reason)
     return LawFit(NAN, NAN, NAN, NAN, NAN, NAN, (), NAN, used, False, reason, dropped)
 
 
-def fit_law(values: Mapping[int, float], first: int = 1, last: int | None = None) -> LawFit:
+def fit_law(values: Mapping[int, float], first: int = 1, last: int | None = None, log: bool = True) -> LawFit:
     """Fit log10 PR against the state label over states ``first..last`` inclusive (last None = max state).
 
     Non-finite or non-positive PRs are dropped (listed in ``dropped``); with fewer than 3 usable
     states the result has ok=False and reason "not enough layers: ...", never an exception.
+    ``log=False`` keeps both out of the log (the jackknife refits the law once per group).
     """
     top = max((int(s) for s in values), default=first) if last is None else int(last)
     kept, dropped = _usable(values, int(first), top)
-    for reason in dropped.values():
+    for reason in dropped.values() if log else ():
         logger.warning("law: %s", reason)
     used = tuple(kept)
     if len(used) < 3:
         detail = "; ".join(dropped.values()) or "no other states given"
         return _not_ok(
-            f"not enough layers: {len(used)} usable states in {first}..{top} (need 3): {detail}", used, dropped
+            f"not enough layers: {len(used)} usable states in {first}..{top} (need 3): {detail}", used, dropped, log
         )
     xs = [float(s) for s in used]
     ys = [math.log10(kept[s]) for s in used]

@@ -56,12 +56,16 @@ class MeasureResult:
     hidden_size: int
     warnings: tuple[str, ...]
     ill_posed: dict[int, str]
+    #: per state, the value with each jackknife group's documents left out (group -> value; NaN where
+    #: that fit is not a result); empty without the jackknife
+    replicates: dict[int, dict[int, float]] = field(default_factory=dict)
 
     def union(self, other: MeasureResult) -> MeasureResult:
         """This measure over the states of two passes over the corpus (``other``'s states added)."""
         return replace(
             self,
             values={**self.values, **other.values},
+            replicates={**self.replicates, **other.replicates},
             fold_std=None if self.fold_std is None else {**self.fold_std, **other.fold_std},
             warnings=self.warnings + other.warnings,
             ill_posed={**self.ill_posed, **other.ill_posed},

@@ -10,10 +10,11 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 
+from nextlaw_task.engine.jackknife import jackknife_stderr
 from nextlaw_task.engine.law import fit_law
 from nextlaw_task.errors import NextlawError
 from nextlaw_task.engine.measures import MeasureResult
-from nextlaw_task.schema import FOLD_SPREAD, ILL_POSED, MEASURES, layer_metric, resolve_state
+from nextlaw_task.schema import FOLD_SPREAD, ILL_POSED, LAW_METRICS, MEASURES, layer_metric, resolve_state
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def task_metrics(
     """The metrics of ``task``: its measure per state (NaN, flagged, where the fit is not a result), the
     fold spread, the law over ``law_bounds`` (negative bounds count back from L) with the states it was
     fitted over, and the counts (``docs``, ``truncated``)."""
-    if result.fold_std is not None and states and all(s in result.ill_posed for s in states):
+    if result.fold_std is not None and result.n_tokens and states and all(s in result.ill_posed for s in states):
         raise HeldoutError(
             f"{task}: held-out PR is not a result for any of the {len(states)} states "
             f"({next(iter(result.ill_posed.values()))}). Every training fold needs more samples than "
@@ -72,3 +73,29 @@ def task_metrics(
         hidden_size=float(result.hidden_size),
     )
     return metrics
+
+
+def task_stderrs(
+    measure: str, result: MeasureResult, states: Sequence[int], n_layers: int, law_bounds: tuple[int, int]
+) -> dict[str, float]:
+    """Jackknife standard errors of the per-state values and of the law (refitted on each replicate's
+    series over the states the point estimate used); empty without replicates, NaN where a state or a
+    replicate is not a result."""
+    if not result.replicates:
+        return {}
+    quantity = MEASURES[measure].quantity
+    errors = {
+        layer_metric(quantity, s, n_layers): math.nan if s in result.ill_posed
+        else jackknife_stderr(list(result.replicates.get(s, {}).values()))
+        for s in states
+    }
+    first, last = (resolve_state(bound, n_layers) for bound in law_bounds)
+    usable = {s: v for s, v in result.values.items() if s not in result.ill_posed}
+    used = fit_law(usable, first=first, last=last, log=False).states_used
+    groups = sorted({g for s in used for g in result.replicates.get(s, {})})
+    series = [{s: result.replicates.get(s, {}).get(g, math.nan) for s in used} for g in groups]
+    fits = [fit_law(one, first=first, last=last, log=False).as_metrics() for one in series
+            if all(math.isfinite(v) for v in one.values())]
+    for key in LAW_METRICS:
+        errors[key] = jackknife_stderr([f[key] for f in fits]) if len(fits) == len(series) else math.nan
+    return errors

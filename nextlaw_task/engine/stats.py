@@ -28,7 +28,8 @@ import torch
 from torch import Tensor
 
 from nextlaw_task.engine import checks
-from nextlaw_task.engine.measures import MeasureResult, compute_measures, log_warnings
+from nextlaw_task.engine.jackknife import CellLayout, measure_cells
+from nextlaw_task.engine.measures import MeasureResult, log_warnings
 from nextlaw_task.engine.sums import F64, ClassIndex, StateSums, Sums, add_gram
 from nextlaw_task.schema import CLASS_MEASURES, SCALAR_MEASURES
 
@@ -42,6 +43,9 @@ class ResidualStatistics:
     measures: subset of ``("id", "shuffled_id", "onehot", "separation_fuzziness")``.
     n_folds: 0 for in-sample PR (the authors' protocol); K >= 2 for K-fold held-out PR with
         folds by document (fold = document % K) for id, shuffled_id and onehot.
+    n_groups: 0 for no standard errors; G >= 2 for a delete-one-group jackknife over documents
+        (group = document % G, see ``engine.jackknife``). Folds and groups share the sums: they are
+        kept per cell (document % lcm(K, G)), so memory grows by that factor, time barely.
     vocab_size: size of the vocabulary; required for ``shuffled_id``, whose permutation is
         ``torch.randperm(vocab_size, generator=torch.Generator().manual_seed(seed))``.
     seed: seed of that permutation.
@@ -68,10 +72,13 @@ class ResidualStatistics:
         check_values: bool = True,
         extra_columns: int = 0,
         class_slots: int = 0,
+        n_groups: int = 0,
     ) -> None:
         self.states = checks.states_list(states)
         self.measures = checks.measures_list(measures)
         self.n_folds = checks.fold_count(n_folds)
+        self.n_groups = checks.group_count(n_groups)
+        self.cells = CellLayout(self.n_folds, self.n_groups)
         if "shuffled_id" in self.measures and vocab_size is None:
             raise ValueError("shuffled_id permutes range(vocab_size): pass vocab_size (e.g. the tokenizer's len())")
         if vocab_size is not None and (not isinstance(vocab_size, int) or vocab_size < 1):
@@ -100,11 +107,17 @@ class ResidualStatistics:
         return any(m in CLASS_MEASURES for m in self.measures)
 
     @property
-    def _folds(self) -> int:
-        return max(self.n_folds, 1)
+    def _cells(self) -> int:
+        return self.cells.n_cells
+
+    @property
+    def _split_by(self) -> str | None:
+        """What splits the sums by document, for messages (None when nothing does)."""
+        named = [f"n_folds={self.n_folds}"] * bool(self.n_folds) + [f"n_groups={self.n_groups}"] * bool(self.n_groups)
+        return " and ".join(named) or None
 
     def _config(self) -> tuple[Any, ...]:
-        return (self.states, self.measures, self.n_folds, self.vocab_size, self.seed, self.extra_columns)
+        return (self.states, self.measures, self.n_folds, self.n_groups, self.vocab_size, self.seed, self.extra_columns)
 
     @property
     def hidden_size(self) -> int | None:
@@ -123,10 +136,11 @@ class ResidualStatistics:
 
     @staticmethod
     def memory_bytes(
-        n_states: int, hidden_size: int, measures: Sequence[str], n_folds: int, n_classes: int = 0, extra_columns: int = 0
+        n_states: int, hidden_size: int, measures: Sequence[str], n_folds: int, n_classes: int = 0,
+        extra_columns: int = 0, n_groups: int = 0,
     ) -> int:
         """Bytes of statistics for ``n_states`` states (float64), excluding one batch's float64 copy."""
-        folds = max(n_folds, 1)
+        folds = CellLayout(n_folds, n_groups).n_cells
         size = hidden_size + sum(m in SCALAR_MEASURES for m in measures) + extra_columns
         per_state = folds * (1 + size + size * size) + size
         if any(m in CLASS_MEASURES for m in measures):
@@ -149,7 +163,7 @@ class ResidualStatistics:
         which :func:`compute_shared` adds to another accumulator's rows.
         """
         features, targets, documents = checks.batch(
-            state, self.states, self._hidden_size, self.n_folds, features, targets, documents
+            state, self.states, self._hidden_size, self._split_by, features, targets, documents
         )
         if features.shape[0] and self.check_values:
             checks.target_range(state, targets, self.vocab_size)
@@ -163,8 +177,8 @@ class ResidualStatistics:
         device = self._device or features.device
         targets = targets.to(device)
         fold = None
-        if self.n_folds:
-            fold = documents.to(device).remainder(self.n_folds)
+        if self._cells > 1:
+            fold = documents.to(device).remainder(self._cells)
             order = torch.argsort(fold, stable=True)
             features, targets, fold = features[order.to(features.device)], targets[order], fold[order]
             extra = None if extra is None else extra[order.to(extra.device)]
@@ -178,7 +192,7 @@ class ResidualStatistics:
         self._device, self._hidden_size = device, features.shape[1]
         if entry is None:
             entry = self._stats[state] = StateSums.empty(
-                shift, self._folds, self._hidden_size, self._with_classes, self.class_slots
+                shift, self._cells, self._hidden_size, self._with_classes, self.class_slots
             )
         self._accumulate(entry, z, column_sums, fold, sign)
         if self._with_classes:
@@ -223,7 +237,7 @@ class ResidualStatistics:
             entry.z[0].add_(column_sums, alpha=sign)
             add_gram(entry.zz[0], z, sign=sign)
             return
-        sizes = torch.bincount(fold, minlength=self.n_folds).tolist()
+        sizes = torch.bincount(fold, minlength=self._cells).tolist()
         for k, block in enumerate(torch.split(z, sizes)):
             if block.shape[0]:
                 entry.n[k] += sign * block.shape[0]
@@ -236,7 +250,7 @@ class ResidualStatistics:
         slots = self._classes.register(targets)
         entry.grow(len(self._classes))
         flat = slots if fold is None else fold * entry.n_slots + slots
-        folds, d = self._folds, self._hidden_size
+        folds, d = self._cells, self._hidden_size
         # index_put_ with accumulate is a sort-and-reduce: fast on CPU and GPU, where index_add_ on CPU
         # is slow for contiguous sources with repeated (Zipf) indices.
         entry.class_x.view(folds * entry.n_slots, d).index_put_((flat,), z[:, :d], accumulate=True)
@@ -249,7 +263,8 @@ class ResidualStatistics:
         if other._config() != self._config():
             raise ValueError(
                 "cannot merge accumulators with different configurations "
-                f"(states, measures, n_folds, vocab_size, seed): {self._config()} vs {other._config()}"
+                f"(states, measures, n_folds, n_groups, vocab_size, seed, extra_columns): {self._config()} vs "
+                f"{other._config()}"
             )
         if other._hidden_size is None:
             return self
@@ -267,7 +282,7 @@ class ResidualStatistics:
             mine = self._stats.get(state)
             if mine is None:
                 mine = self._stats[state] = StateSums.empty(
-                    incoming.shift, self._folds, self._hidden_size, self._with_classes
+                    incoming.shift, self._cells, self._hidden_size, self._with_classes
                 )
             incoming.reshift(mine.shift)
             mine.add(incoming, slots)
@@ -285,8 +300,8 @@ class ResidualStatistics:
             )
         d = self._hidden_size
         columns = {m: j for j, m in enumerate(self._scalar_columns)}
-        folds_by_state = {state: self.sums(state) for state in self.states}
-        results = compute_measures(folds_by_state, self.measures, columns, self.n_tokens, d, self._uneven_warning())
+        cells = {state: self.cell_sums(state) for state in self.states}
+        results = measure_cells(cells, self.cells, self.measures, columns, self.n_tokens, d, self._uneven_warning())
         log_warnings(results, self._logged)
         return results
 
@@ -297,6 +312,11 @@ class ResidualStatistics:
         (then without class sums); ``about`` re-expresses the sums about another shift (of the
         kept columns) first, so that they add to another accumulator's sums about that shift.
         """
+        return self.cells.folds(self.cell_sums(state, columns, about))
+
+    def cell_sums(self, state: int, columns: Sequence[int] | None = None, about: Tensor | None = None) -> list[Sums]:
+        """The sums of ``state`` per cell (``self.cells``: folds and jackknife groups are unions of cells),
+        with ``columns`` and ``about`` as in :meth:`sums`."""
         if self._hidden_size is None:
             raise ValueError("sums() needs statistics: call partial_fit (or merge) first")
         if columns is not None and about is not None:
@@ -306,7 +326,7 @@ class ResidualStatistics:
         entry = self._stats.get(state)
         if entry is None:
             size = d + len(self._scalar_columns) + self.extra_columns if index is None else index.numel()
-            return [Sums.empty(size, d, self._device)]
+            return [Sums.empty(size, d, self._device)] * self._cells
         if about is not None:
             entry = entry.copy_to(self._device)
             entry.reshift(torch.as_tensor(about, dtype=F64, device=self._device))
@@ -350,7 +370,7 @@ class ResidualStatistics:
         for state, shift in shifts.items():
             shift = shift.to(self._device)
             if state not in self._stats:
-                self._stats[state] = StateSums.empty(shift, self._folds, hidden_size, self._with_classes)
+                self._stats[state] = StateSums.empty(shift, self._cells, hidden_size, self._with_classes)
                 self._stats[state].grow(len(self._classes) if self._with_classes else 0)
             self._stats[state].reshift(shift)
 
@@ -372,8 +392,6 @@ class ResidualStatistics:
         return (f"states saw different numbers of samples ({listed}): feed every state the same batches",)
 
 
-
-
 def compute_shared(base: ResidualStatistics, edges: ResidualStatistics, column: int) -> MeasureResult:
     """The ``id`` measure of a row set that shares ``base``'s features, from public sums only.
 
@@ -388,8 +406,8 @@ def compute_shared(base: ResidualStatistics, edges: ResidualStatistics, column: 
             f"compute_shared needs an in-sample base accumulator and one of its {base.extra_columns} extra columns, "
             f"got {column!r}"
         )
-    if edges.measures != ("id",) or edges.n_folds or edges.states != base.states:
-        raise ValueError("edges must be an in-sample accumulator of the id measure over the same states")
+    if edges.measures != ("id",) or edges.n_folds or edges.states != base.states or edges.n_groups != base.n_groups:
+        raise ValueError("edges must be an in-sample accumulator of the id measure over the same states and groups")
     bad = sorted(set(base.non_finite_states()) | set(edges.non_finite_states()))
     if bad:
         raise ValueError(f"states {bad}: the statistics hold NaN or infinite sums: NaN or infinite features were fed")
@@ -397,19 +415,19 @@ def compute_shared(base: ResidualStatistics, edges: ResidualStatistics, column: 
     if d is None:
         raise ValueError("compute_shared() needs statistics: call partial_fit first")
     if base.hidden_size is None:
-        totals = {state: edges.sums(state) for state in base.states}
+        totals = {state: edges.cell_sums(state) for state in base.states}
     else:
         kept = [*range(d), base.column_of(column)]
         totals = {}
         for state in base.states:
-            (mine,) = base.sums(state, columns=kept)
+            mine = base.cell_sums(state, columns=kept)
             shift = base.shift(state)
             if shift is not None and edges.shift(state) is not None:
-                mine = mine + edges.sums(state, about=shift[kept])[0]
+                mine = [a + b for a, b in zip(mine, edges.cell_sums(state, about=shift[kept]))]
             elif edges.shift(state) is not None:
-                mine = edges.sums(state)[0]
-            totals[state] = [mine]
-    n_tokens = int(round(max(folds[0].n for folds in totals.values())))
-    results = compute_measures(totals, ("id",), {"id": 0}, n_tokens, d)
+                mine = edges.cell_sums(state)
+            totals[state] = mine
+    n_tokens = int(round(max(sum(c.n for c in cells) for cells in totals.values())))
+    results = measure_cells(totals, base.cells, ("id",), {"id": 0}, n_tokens, d)
     log_warnings(results, set())
     return results["id"]

@@ -11,7 +11,7 @@ task's aggregation passes through unchanged.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lm_eval.api.instance import Instance
 
@@ -50,6 +50,8 @@ class CorpusMeasurement:
     task: str
     metrics: Mapping[str, float]
     n_targets: int
+    #: jackknife standard errors of the metrics that have one (empty when turned off)
+    stderrs: Mapping[str, float] = field(default_factory=dict)
 
     def __str__(self) -> str:
         return f"nextlaw: {self.n_targets} targets from this document (metrics are corpus-level)"

@@ -115,11 +115,12 @@ class NextlawLM(HFLM):
         class_bytes = plan.needed - sum(settings.state_bytes(layout.hidden_size, classes=False).values())
         logger.info(
             "nextlaw: %d documents, %d tokens, states %s of %d layers, tasks %s in %d accumulator pool(s) "
-            "needing %s of float64 statistics (%s of them per-class sums) on %s%s",
+            "needing %s of float64 statistics (%s of them per-class sums; %s) on %s%s",
             len(documents), n_tokens, list(settings.states), layout.n_layers, ", ".join(sorted(specs)),
-            len(settings.pools), format_bytes(plan.needed), format_bytes(class_bytes), plan.device, plan.note(),
+            len(settings.pools), format_bytes(plan.needed), format_bytes(class_bytes), settings.cells_note(),
+            plan.device, plan.note(),
         )
-        collator = Collator(documents, sort_fn=lambda d: -len(d.tokens))
+        collator = Collator(documents, sort_fn=settings.batch_key)
         batch_size = self._nextlaw_batch_size(max(len(d.tokens) for d in documents))
         batches = list(collator.get_batched(n=batch_size))
         progress = tqdm(
@@ -133,7 +134,7 @@ class NextlawLM(HFLM):
                     runner.feed(batch, self.device)
                     progress.update(len(batch))
                 runner.end_pass()
-        metrics = {name: runner.finish(name) for name in sorted(specs)}
+        measured = {name: runner.finish_with_errors(name) for name in sorted(specs)}
         seconds = time.perf_counter() - start
         logger.info(
             "nextlaw: measured %d documents, %d tokens in %.2f s (%.0f tokens/s, batch size %d)",
@@ -142,7 +143,8 @@ class NextlawLM(HFLM):
         targets = {(name, doc_id): len(specs[name].positions.positions(len(d.tokens)))
                    for d in documents for name, doc_id in d.owners}
         return [
-            CorpusMeasurement(r.task_name, metrics[r.task_name], targets.get((r.task_name, r.doc_id), 0))
+            CorpusMeasurement(r.task_name, *measured[r.task_name][:1], targets.get((r.task_name, r.doc_id), 0),
+                              measured[r.task_name][1])
             for r in requests
         ]
 

@@ -171,8 +171,9 @@ def check_memory(spec: MeasurementSpec, n_states: int, hidden_size: int, device:
     """Refuse statistics that cannot fit, as the memory plan will place them: on a GPU in passes when one
     state fits its budget (half the free memory by default), else all of them in CPU memory; on a CPU
     all of them, or ``nextlaw_memory_budget``'s worth per pass, in free memory."""
-    need = ResidualStatistics.memory_bytes(n_states, hidden_size, (spec.measure,), spec.folds)
-    one = ResidualStatistics.memory_bytes(1, hidden_size, (spec.measure,), spec.folds)
+    need = ResidualStatistics.memory_bytes(n_states, hidden_size, (spec.measure,), spec.folds,
+                                           n_groups=spec.jackknife_groups)
+    one = ResidualStatistics.memory_bytes(1, hidden_size, (spec.measure,), spec.folds, n_groups=spec.jackknife_groups)
     free, gpu_free = available_memory(), gpu_free_memory(device)
     if gpu_free is not None:
         budget = spec.memory_budget if spec.memory_budget is not None else gpu_free // 2
@@ -184,10 +185,21 @@ def check_memory(spec: MeasurementSpec, n_states: int, hidden_size: int, device:
         return
     raise OptionError(
         f"the statistics of {n_states} states need {format_bytes(need)} (hidden size {hidden_size}, "
-        f"nextlaw_folds={spec.folds or 0}), more than the {format_bytes(free)} of memory free{where}: lower "
-        "nextlaw_folds or nextlaw_layers, or set nextlaw_memory_budget below the free memory to measure the "
+        f"nextlaw_folds={spec.folds or 0}, nextlaw_jackknife_groups={spec.jackknife_groups}), more than the {format_bytes(free)} of memory free{where}: lower "
+        "nextlaw_folds, nextlaw_jackknife_groups or nextlaw_layers, or set nextlaw_memory_budget below the free memory to measure the "
         "states in passes"
     )
+
+
+def without_stderrs(arguments: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The metadata that turns nextlaw's jackknife off when ``bootstrap_iters=0`` (lm-eval's switch for
+    standard errors) asks for none, so the statistics cost nothing extra; None to leave it as it is
+    (an explicit ``nextlaw_jackknife_groups`` wins). It reaches the tasks through ``metadata`` when
+    ``simple_evaluate`` builds the task manager itself."""
+    metadata = arguments.get("metadata") or {}
+    if arguments.get("bootstrap_iters") != 0 or not isinstance(metadata, dict):
+        return None
+    return None if "nextlaw_jackknife_groups" in metadata else {**metadata, "nextlaw_jackknife_groups": 0}
 
 
 def checked(simple_evaluate: Callable[..., Any]) -> Callable[..., Any]:
@@ -196,6 +208,9 @@ def checked(simple_evaluate: Callable[..., Any]) -> Callable[..., Any]:
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         bound = signature.bind_partial(*args, **kwargs).arguments
+        metadata = without_stderrs(bound)
+        if metadata is not None:
+            bound, kwargs = {**bound, "metadata": metadata}, {**kwargs, "metadata": metadata}
         if str(bound.get("verbosity") or "").upper() == "DEBUG":  # lm-eval 0.4.13 reads only LMEVAL_LOG_LEVEL
             logging.getLogger("nextlaw_task").setLevel(logging.DEBUG)
         check_run(bound)

@@ -69,6 +69,25 @@ def guard_runs(module: types.ModuleType) -> None:
         sys.excepthook = report_error(sys.excepthook)
 
 
+def report_stderrs(module: types.ModuleType) -> None:
+    """Give nextlaw's corpus metrics their jackknife standard errors in lm-eval's Stderr column:
+    lm-eval asks ``stderr_for_metric`` for the aggregation's error function, and knows only its own."""
+    from nextlaw_task.harness.values import corpus_stderr, corpus_value
+
+    original = module.stderr_for_metric
+    if getattr(original, "_nextlaw", False):
+        return
+
+    def stderr_for_metric(metric, bootstrap_iters):
+        if metric is corpus_value:
+            return corpus_stderr if bootstrap_iters > 0 else None
+        return original(metric, bootstrap_iters)
+
+    stderr_for_metric.__doc__ = original.__doc__
+    stderr_for_metric._nextlaw = True
+    module.stderr_for_metric = stderr_for_metric
+
+
 class AfterImport:
     """A ``sys.meta_path`` finder that runs an action right after a named module has executed.
 
@@ -104,7 +123,8 @@ class AfterImport:
 
 def install() -> None:
     """Add the finder, or act at once on modules that are already imported."""
-    actions = {"lm_eval.models": register_model, "lm_eval.tasks.manager": include_tasks, "lm_eval.evaluator": guard_runs}
+    actions = {"lm_eval.models": register_model, "lm_eval.tasks.manager": include_tasks, "lm_eval.evaluator": guard_runs,
+               "lm_eval.evaluator_utils": report_stderrs}
     for name, action in list(actions.items()):
         if name in sys.modules:
             action(sys.modules[name])

@@ -12,29 +12,35 @@ keys at run time).
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import datasets
 from lm_eval.api.task import ConfigurableTask
 
-from nextlaw_task.corpus import load_corpus
+from nextlaw_task import __version__
+from nextlaw_task.corpus import Corpus, load_corpus
 from nextlaw_task.harness.messages import CorpusMeasurement, NextlawModelRequired, NextlawRequest
 from nextlaw_task.harness.preflight import refuse_flags
+from nextlaw_task.harness.values import CorpusValue, corpus_value
 from nextlaw_task.options import MeasurementSpec, OptionError, build_spec
 from nextlaw_task.schema import HIGHER_IS_BETTER
 
 logger = logging.getLogger(__name__)
 
 
-def corpus_value(items: Sequence[float]) -> float:
-    """Aggregate a corpus-level metric: every document carries the same value; return it."""
-    first = float(items[0])
-    if any(not (float(v) == first or (math.isnan(first) and math.isnan(float(v)))) for v in items):
-        raise ValueError("nextlaw: documents of one task carry different corpus metrics")
-    return first
+def measurement_record(spec: MeasurementSpec, corpus: Corpus) -> dict[str, Any]:
+    """What a results file says about how its numbers were made, beside lm-eval's own record."""
+    digest = hashlib.sha256()
+    for text in corpus.texts:
+        digest.update(text.encode("utf-8"))
+        digest.update(b"\0")
+    return {
+        "corpus": str(corpus.location), "corpus_sha256": digest.hexdigest(), "corpus_documents": len(corpus.texts),
+        "options": spec.record(), "nextlaw_version": __version__,
+    }
 
 
 class NextlawTask(ConfigurableTask):
@@ -48,8 +54,11 @@ class NextlawTask(ConfigurableTask):
         super().__init__(config=config)
 
     def download(self, dataset_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        """Read the corpus (embedded by default), skipping and counting blank documents."""
+        """Read the corpus (embedded by default), skipping and counting blank documents, and record in the
+        task's metadata (written to the results file) what is measured: the corpus, its fingerprint and
+        every setting that shapes the numbers."""
         corpus = load_corpus(self.spec.corpus_source())
+        self.config.metadata = {**(self.config.metadata or {}), "measurement": measurement_record(self.spec, corpus)}
         self.n_empty_docs = corpus.n_empty
         if corpus.n_empty:
             logger.warning("%s: skipped %d empty or whitespace documents of %s", self.spec.task, corpus.n_empty,
@@ -118,7 +127,8 @@ class NextlawTask(ConfigurableTask):
         answer = results[0]
         if not isinstance(answer, CorpusMeasurement):
             raise NextlawModelRequired(self.spec.task)
-        metrics = {**answer.metrics, "n_docs_empty": float(self.n_empty_docs)}
+        metrics = {name: CorpusValue(value, answer.stderrs.get(name)) for name, value in answer.metrics.items()}
+        metrics["n_docs_empty"] = CorpusValue(float(self.n_empty_docs))
         if not self._metric_names:
             self._metric_names = list(metrics)
         return metrics

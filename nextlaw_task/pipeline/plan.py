@@ -38,7 +38,8 @@ class Document:
 @dataclass(frozen=True)
 class Pool:
     """Frozen settings of the tasks that share one accumulator: its members, what they sample
-    (target, normalization, states), the measures kept for them, folds and permutation seed.
+    (target, normalization, states), the measures kept for them, folds, jackknife groups and
+    permutation seed.
 
     ``base`` is the index of the pool this one is derived from (None when it keeps its own rows),
     ``column`` its extra column there; ``derived`` lists the pools derived from this one, in the
@@ -51,6 +52,7 @@ class Pool:
     states: tuple[int, ...] = ()
     measures: tuple[str, ...] = ("id",)
     folds: int = 0
+    groups: int = 0
     seed: int = 666
     base: int | None = None
     column: int = -1

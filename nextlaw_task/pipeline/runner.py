@@ -12,13 +12,15 @@ the memory budget (``memory.plan_memory``), the corpus is run once per range of 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from nextlaw_task.engine.jackknife import cell_count
 from nextlaw_task.engine.measures import MeasureResult
-from nextlaw_task.engine.metrics import task_metrics
+from nextlaw_task.engine.metrics import task_metrics, task_stderrs
 from nextlaw_task.engine.reduce import all_reduce_counts, all_reduce_ints, all_reduce_statistics
 from nextlaw_task.engine.stats import ResidualStatistics, compute_shared
 from nextlaw_task.errors import MeasurementError
@@ -47,20 +49,20 @@ def _pools(specs: Sequence[MeasurementSpec], n_layers: int) -> tuple[Pool, ...]:
     match an earlier in-sample pool's is derived from it (see ``plan``)."""
     shared: dict[tuple, list[MeasurementSpec]] = {}
     for spec in specs:
-        shared.setdefault((spec.target, *_rows_key(spec), spec.folds), []).append(spec)
+        shared.setdefault((spec.target, *_rows_key(spec), spec.folds, spec.jackknife_groups), []).append(spec)
     drafts = []
     for members in shared.values():
         first = members[0]
         drafts.append(dict(
             members=tuple(s.task for s in members), target=first.positions, normalize=first.normalize,
-            folds=first.folds, states=first.states(n_layers), seed=first.seed,
+            folds=first.folds, groups=first.jackknife_groups, states=first.states(n_layers), seed=first.seed,
             measures=tuple(dict.fromkeys(s.measure for s in members)), derived=[], key=_rows_key(first),
         ))
     bases: dict[tuple, int] = {}
     for index, draft in enumerate(drafts):
         if draft["folds"]:
             continue
-        base = bases.setdefault(draft["key"], index)
+        base = bases.setdefault((draft["key"], draft["groups"]), index)
         if base != index and draft["measures"] == ("id",):
             draft["base"], draft["column"] = base, len(drafts[base]["derived"])
             drafts[base]["derived"].append(index)
@@ -111,10 +113,26 @@ class RunSettings:
         pool = self.pools[index]
         mine = [s for s in pool.states if s in states]
         return None if not mine else ResidualStatistics(
-            mine, measures=pool.measures, n_folds=pool.folds, vocab_size=self.vocab_size, seed=pool.seed,
+            mine, measures=pool.measures, n_folds=pool.folds, n_groups=pool.groups, vocab_size=self.vocab_size,
+            seed=pool.seed,
             device=device, check_values=False, extra_columns=len(pool.derived),  # feed() checks once per batch
             class_slots=self.class_slots[index] if self.class_slots else 0,
         )
+
+    def batch_key(self, document: Document) -> tuple[int, int]:
+        """Sort key of the documents before batching: by cell of documents (a batch of one cell makes one
+        Gram update per state, not one per cell), then longest first (little padding)."""
+        cells = math.lcm(*(cell_count(p.folds, p.groups) for p in self.pools))
+        index = document.owners[0][1] if document.owners else 0
+        return index % cells, -len(document.tokens)
+
+    def cells_note(self) -> str:
+        """How the jackknife groups and held-out folds multiply the statistics, for the log line."""
+        cells = {p.groups: cell_count(p.folds, p.groups) for p in self.pools}
+        if not any(cells):
+            return "no jackknife"
+        return "; ".join(f"{g} jackknife groups, sums kept in {c} cells of documents per state" if g
+                         else f"no jackknife, {c} cells" for g, c in sorted(cells.items()))
 
     def state_bytes(self, hidden_size: int, classes: bool = True) -> dict[int, int]:
         """Float64 statistics each state needs, summed over the pools that measure it; with ``classes``
@@ -123,7 +141,7 @@ class RunSettings:
         return {
             state: sum(
                 ResidualStatistics.memory_bytes(1, hidden_size, p.measures, p.folds, slots[i] if classes else 0,
-                                                len(p.derived))
+                                                len(p.derived), p.groups)
                 for i, p in enumerate(self.pools) if state in p.states
             )
             for state in self.states
@@ -241,6 +259,10 @@ class CorpusRunner:
 
     def finish(self, task: str) -> dict[str, float]:
         """Reduce across ranks (once) and turn one task's statistics into its metrics."""
+        return self.finish_with_errors(task)[0]
+
+    def finish_with_errors(self, task: str) -> tuple[dict[str, float], dict[str, float]]:
+        """One task's metrics and their jackknife standard errors (empty without jackknife groups)."""
         if any(s is not None for s in self.state.stats):
             self.end_pass()
         if not self.state.counts_reduced:
@@ -248,8 +270,7 @@ class CorpusRunner:
                 self.state.counts = [all_reduce_counts(c) for c in self.state.counts]
             self.state.counts_reduced = True
         index, spec = self.settings.pool_of[task], self.settings.specs[task]
-        pool = self.settings.pools[index]
-        return task_metrics(
-            task, spec.measure, self.state.results[index][spec.measure], pool.states, self.settings.layout.n_layers,
-            (spec.law_first, spec.law_last), self.state.counts[index],
-        )
+        pool, result, n_layers = self.settings.pools[index], self.state.results[index][spec.measure], self.settings.layout.n_layers
+        bounds = (spec.law_first, spec.law_last)
+        metrics = task_metrics(task, spec.measure, result, pool.states, n_layers, bounds, self.state.counts[index])
+        return metrics, task_stderrs(spec.measure, result, pool.states, n_layers, bounds)

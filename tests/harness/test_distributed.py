@@ -17,7 +17,7 @@ import torch
 from lm_eval.tasks import TaskManager
 
 from tiny import MIXED_TASKS, mixed_run_args
-from lm_eval_cli import BIN, metrics_of, offline_env, results_of
+from lm_eval_cli import BIN, metrics_of, offline_env, results_of, stderrs_of
 from nextlaw_task.options import OptionError
 
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess, pytest.mark.distributed]
@@ -54,6 +54,10 @@ def test_two_ranks_give_the_one_process_metrics(two_process_run, batch1_run):
         assert set(ours) == set(reference)
         for key, value in reference.items():
             assert ours[key] == pytest.approx(value, rel=REL), (task, key)
+        errors, reference_errors = stderrs_of(results, task), stderrs_of(batch1_run[1], task)
+        assert errors.keys() == reference_errors.keys()
+        for key, value in reference_errors.items():  # groups by corpus index: the same on any number of ranks
+            assert errors[key] == (value if value == "N/A" else pytest.approx(value, rel=1e-7)), (task, key)
 
 
 def test_fewer_documents_than_ranks_is_refused_before_any_pass():

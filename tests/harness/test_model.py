@@ -99,12 +99,13 @@ def test_documents_are_cut_to_the_model_context(tmp_path):
 def test_memory_budget_measures_groups_of_states_in_passes(lm, caplog):
     _, requests = requests_of(["nextlaw_equilearning"], limit=10)
     plain, batches = count_passes(lm, requests)
-    # one state's id statistics: 8 * (1 + 33 + 33**2 + 33) = 9248 bytes for hidden size 32
-    _, budgeted = requests_of(["nextlaw_equilearning"], limit=10, metadata={"nextlaw_memory_budget": "20000"})
+    # one state's id statistics in 10 jackknife cells: 8 * (10 * (1 + 33 + 33**2) + 33) = 90104 bytes (d = 32)
+    _, budgeted = requests_of(["nextlaw_equilearning"], limit=10, metadata={"nextlaw_memory_budget": "200000"})
     with caplog.at_level("INFO", logger="nextlaw_task"):
         split, passes = count_passes(lm, budgeted)
     assert passes == 2 * batches == 6
-    assert "over the 19.5 KiB budget: 2 passes over the corpus, states 0-1; 2-3" in caplog.text
+    assert "10 jackknife groups, sums kept in 10 cells of documents per state" in caplog.text
+    assert "over the 195.3 KiB budget: 2 passes over the corpus, states 0-1; 2-3" in caplog.text
     assert split[0].metrics == pytest.approx(plain[0].metrics, rel=1e-12)
     assert split[0].metrics["n_docs"] == 10.0
 
@@ -114,11 +115,13 @@ def test_class_sums_enter_the_memory_plan(lm, caplog):
     _, requests = requests_of(["nextlaw_onehot"], limit=10)
     documents = lm._documents(requests)
     classes = len({int(t) for d in documents for t in d.tokens[1:]})
-    scalar = 8 * (1 + 32 + 32**2 + 32)  # the Gram statistics of one state (hidden size 32, no scalar target)
-    per_state = scalar + 8 * classes * 33
+    cells = 10  # jackknife groups: every statistic is kept per cell of documents
+    scalar = 8 * (cells * (1 + 32 + 32**2) + 32)  # the Gram statistics of one state (hidden size 32, no scalar target)
+    per_state = scalar + 8 * cells * classes * 33
     with caplog.at_level("INFO", logger="nextlaw_task"):
         plain, batches = count_passes(lm, requests)
-    assert f"needing {format_bytes(4 * per_state)} of float64 statistics ({format_bytes(4 * classes * 33 * 8)}" in caplog.text
+    class_bytes = format_bytes(4 * cells * classes * 33 * 8)
+    assert f"needing {format_bytes(4 * per_state)} of float64 statistics ({class_bytes}" in caplog.text
     _, budgeted = requests_of(["nextlaw_onehot"], limit=10, metadata={"nextlaw_memory_budget": str(2 * per_state)})
     caplog.clear()
     with caplog.at_level("INFO", logger="nextlaw_task"):

@@ -56,9 +56,23 @@ def test_the_wrapped_run_checks_first_then_runs_with_its_arguments(tmp_path: Pat
     assert len(calls) == 1
 
 
+def test_bootstrap_iters_0_turns_the_jackknife_off_unless_the_groups_are_set() -> None:
+    calls = []
+
+    def simple_evaluate(model, tasks=None, bootstrap_iters=100000, metadata=None):
+        calls.append((bootstrap_iters, metadata))
+
+    run = checked(simple_evaluate)
+    run("nextlaw", tasks=["nextlaw_equilearning"], bootstrap_iters=0)
+    run("nextlaw", tasks=["nextlaw_equilearning"], bootstrap_iters=0, metadata={"nextlaw_jackknife_groups": 4})
+    run("nextlaw", tasks=["nextlaw_equilearning"], metadata={"nextlaw_seed": 3})
+    assert calls == [(0, {"nextlaw_jackknife_groups": 0}), (0, {"nextlaw_jackknife_groups": 4}),
+                     (100000, {"nextlaw_seed": 3})]
+
+
 @pytest.mark.parametrize(
     "flag", ["use_cache", "cache_requests", "predict_only", "apply_chat_template", "fewshot_as_multiturn",
-             "system_instruction"],
+             "system_instruction", "check_integrity"],
 )
 def test_flags_that_cannot_apply_are_refused_before_the_model(flag: str) -> None:
     with pytest.raises(OptionError, match=f"nextlaw_equilearning: --{flag} is not for nextlaw tasks: .*leave it out"):

@@ -11,7 +11,7 @@ from lm_eval.tasks import TaskManager
 from nextlaw_task.corpus import CorpusError
 from nextlaw_task.harness.messages import CorpusMeasurement, NextlawModelRequired, NextlawRequest
 from nextlaw_task.options import MeasurementSpec, OptionError
-from nextlaw_task.harness.task import NextlawTask, corpus_value
+from nextlaw_task.harness.task import NextlawTask
 
 VARIANTS = {
     "nextlaw_equilearning": ("id", "next", 0),
@@ -85,20 +85,16 @@ def test_request_flags_that_cannot_apply_are_refused_when_the_requests_are_built
 def test_process_results_passes_corpus_metrics_through():
     task = load(["nextlaw_equilearning"])["tasks"]["nextlaw_equilearning"]
     metrics = {"pr_layer_00": 0.9, "law_r2": 0.99, "law_slope": math.nan}
-    answer = CorpusMeasurement("nextlaw_equilearning", metrics, 12)
-    assert task.process_results({}, [answer]) == {**metrics, "n_docs_empty": 0.0}  # the task's own count
+    answer = CorpusMeasurement("nextlaw_equilearning", metrics, 12, {"pr_layer_00": 0.01, "law_slope": math.nan})
+    values = task.process_results({}, [answer])
+    assert values == pytest.approx({**metrics, "n_docs_empty": 0.0}, nan_ok=True)  # the task's own count
+    assert values["pr_layer_00"].stderr == 0.01 and math.isnan(values["law_slope"].stderr)
+    assert values["law_r2"].stderr is None and values["n_docs_empty"].stderr is None  # no error: lm-eval's N/A
     assert set(task.aggregation()) == set(metrics) | {"n_docs_empty"}
     assert task.higher_is_better() == {"pr_layer_00": False, "law_r2": True, "law_slope": False, "n_docs_empty": False}
     with pytest.raises(NextlawModelRequired):
         task.process_results({}, [-12.5])  # a log-likelihood from another model
     assert "12 targets" in str(answer)
-
-
-def test_corpus_value_checks_that_documents_agree():
-    assert corpus_value([0.5, 0.5, 0.5]) == 0.5
-    assert math.isnan(corpus_value([math.nan, math.nan]))
-    with pytest.raises(ValueError, match="different corpus metrics"):
-        corpus_value([0.5, 0.6])
 
 
 def test_spec_is_hashable_for_sharing():
