@@ -26,6 +26,10 @@ from nextlaw_task.schema import HELDOUT_MEASURES, MEASURES, NORMALIZATIONS, TARG
 logger = logging.getLogger(__name__)
 
 
+#: Jackknife groups of documents unless ``nextlaw_jackknife_groups`` says otherwise.
+DEFAULT_JACKKNIFE_GROUPS = 10
+
+
 class OptionError(NextlawError, ValueError):
     """A nextlaw option has a value that cannot be used; the message says which and why."""
 
@@ -49,7 +53,7 @@ class MeasurementSpec:
     text_field: str = "text"
     sample: int | None = None
     memory_budget: int | None = None
-    jackknife_groups: int = 10
+    jackknife_groups: int = DEFAULT_JACKKNIFE_GROUPS
 
     def states(self, n_layers: int) -> tuple[int, ...]:
         """The state indices measured for a model with ``n_layers`` blocks (states 0..L)."""

@@ -48,7 +48,9 @@ class GramSolver:
         self.size = gram.shape[0]
         self.n_constant = self.size - int(self.keep.numel())
         self.scale = diag[self.keep].rsqrt()
-        scaled = _symmetric(gram[self.keep][:, self.keep] * self.scale[:, None] * self.scale[None, :])
+        kept = gram if self.n_constant == 0 else gram[self.keep][:, self.keep]
+        # Cholesky and eigh read one triangle of the symmetric matrix: no symmetrizing copy is needed
+        scaled = kept * torch.outer(self.scale, self.scale)
         self._factor: Tensor | None = None
         self._basis: Tensor | None = None
         self._inverse_eigenvalues: Tensor | None = None

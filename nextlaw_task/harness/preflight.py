@@ -48,7 +48,6 @@ REFUSED_FLAGS = {
                        "another corpus or with other nextlaw options would reuse these documents"),
     "predict_only": ("--predict_only", "it skips the metrics, and a nextlaw task's only output is its metrics"),
     "apply_chat_template": ("--apply_chat_template", "nextlaw measures each document's own tokens, not a chat prompt"),
-    "fewshot_as_multiturn": ("--fewshot_as_multiturn", "nextlaw tasks have no few-shot examples"),
     "system_instruction": ("--system_instruction", "nextlaw measures each document's own tokens, with no instruction"),
     "check_integrity": ("--check_integrity", "it runs lm-eval's own task tests, and nextlaw's tests are a pytest suite "
                         "of their own (see the README)"),

@@ -41,13 +41,25 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("results", type=Path, help="lm-eval results JSON (or a folder of them)")
     report.add_argument("-o", "--output", type=Path, help="write the law plot here (.png or .svg)")
 
-    board = commands.add_parser("leaderboard", help="one row per (model, task) across results")
+    board = commands.add_parser(
+        "leaderboard",
+        help="models ranked within each task; one row per (model, task, corpus, counts, options)",
+    )
     board.add_argument("paths", type=Path, nargs="+", help="results files or folders (searched recursively)")
+    board.add_argument(
+        "--benchmarks",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a results file whose benchmark scores join the rows of its model (repeatable); "
+        "otherwise a row shows only the scores of its own run",
+    )
     board.add_argument("--format", choices=leaderboard.FORMATS, default="md")
     board.add_argument(
         "--sort",
         default=leaderboard.DEFAULT_SORT,
-        help="column key to sort by (default %(default)s, ascending: most negative r first)",
+        help="column key to rank by within each task (default %(default)s, ascending: most negative r first)",
     )
     board.add_argument("--descending", action="store_true", help="sort largest first")
     board.add_argument("-o", "--output", type=Path, help="write here instead of standard output")
@@ -111,7 +123,8 @@ def _report(args: argparse.Namespace, _: list[str]) -> None:
 
 
 def _leaderboard(args: argparse.Namespace, _: list[str]) -> None:
-    text = leaderboard.render(load_rows(args.paths), args.format, args.sort, args.descending)
+    rows = load_rows(args.paths, benchmarks=args.benchmarks)
+    text = leaderboard.render(rows, args.format, args.sort, args.descending)
     if args.output is None:
         sys.stdout.write(text)
     else:

@@ -1,228 +1,176 @@
-"""Leaderboard: one row per (model, task) with the law's quality and the benchmark scores.
+"""Leaderboard: the law's quality and the benchmark scores of each model, ranked within each task.
 
-Rows are sorted by ``law_pearson_r`` ascending by default: the most negative r first, i.e. the
-models whose log PR falls most linearly with depth (the cleanest equi-learning law) lead. NaN and
-missing values always sort last, in either direction.
+Rows never mix runs: a row is one (model, revision, task, measurement), the measurement being the
+corpus (sha256, else location), the documents and tokens measured and the ``nextlaw_*`` options
+(see :mod:`nextlaw_task.reports.results`); the ``corpus`` column names the corpus
+(``austen_sentences.jsonl@1a2b3c4d``: file name or Hub id, ``@`` the sha256's first 8 digits) and
+an ``options`` column appears when the rows' options differ. A benchmark score is on a row only
+when it comes from the same results file (the same run) or from a file named with ``--benchmarks``.
 
-Formats: ``md`` (numbers to 6 significant digits), ``csv`` (numbers exactly as read, shortest
-round-trip repr), ``html`` (one self-contained page: inline CSS, a small inline script that sorts
-the table when a header is clicked, and one base64 PNG law figure per model; no external URL).
+Ranking: models are ranked within each task, never across tasks (one table per task). Rows are
+sorted by ``law_pearson_r`` ascending by default: the most negative r first, i.e. the models whose
+log PR falls most linearly with depth (the cleanest equi-learning law) lead. NaN and missing
+values always sort last, in either direction.
+
+Leader and ties: on a numeric sort key, each task's first row is its leader (★; CSS class
+``leader``). A row whose value b differs from the leader's a by at most two standard errors of the
+difference, ``|a - b| <= 2 * sqrt(SE_a² + SE_b²)``, is a tie (≈; CSS class ``tie``): the data do
+not tell the two apart at about 95% confidence. Where either SE is missing (an old results file,
+SEs turned off, a column without SEs such as ``layers``) no tie is marked. The marks belong to
+the sort key the board was rendered with; re-sorting the HTML table by a click does not move them.
+
+Formats: ``md`` (values to 6 significant digits, ``value ± SE`` with the SE to 2, blank SE where
+there is none), ``csv`` and ``json`` (every column, its SE in ``<key>_stderr`` beside it, and the
+measurement: ``corpus``, ``corpus_sha256``, ``n_docs``, ``n_tokens``, ``options``; CSV numbers
+exactly as read (shortest round-trip repr, blank where absent, options as JSON text), JSON numbers
+as numbers and NaN as null), ``html`` (see :mod:`nextlaw_task.reports.page`).
 """
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import io
+import json
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from nextlaw_task.reports.plot import figure_bytes, law_figure
+from nextlaw_task.reports.ranking import (
+    BASE_COLUMNS,
+    DEFAULT_SORT,
+    LEADER,
+    TIE,
+    Column,
+    LeaderboardError,
+    Ranked,
+    columns,
+    missing,
+    rank,
+    sort_rows,
+    table_columns,
+    task_title,
+    within_two_se,
+)
 from nextlaw_task.reports.report import markdown_table
 from nextlaw_task.reports.results import NextlawRow, format_number
 
-FORMATS: tuple[str, ...] = ("md", "csv", "html")
-DEFAULT_SORT = "law_pearson_r"
+__all__ = [
+    "BASE_COLUMNS",
+    "DEFAULT_SORT",
+    "FORMATS",
+    "MARKS",
+    "Column",
+    "LeaderboardError",
+    "Ranked",
+    "columns",
+    "rank",
+    "records",
+    "render",
+    "sort_rows",
+    "value_text",
+    "within_two_se",
+]
 
-
-class LeaderboardError(ValueError):
-    """An unknown sort key or output format."""
-
-
-@dataclass(frozen=True)
-class Column:
-    """A leaderboard column: machine key (CSV header, sort key), display title, value getter.
-
-    The getter returns None where a row has no such value (a benchmark that model was not run on).
-    """
-
-    key: str
-    title: str
-    value: Callable[[NextlawRow], str | float | None]
-
-    @property
-    def numeric(self) -> bool:
-        return self.key not in ("model", "task")
-
-
-BASE_COLUMNS: tuple[Column, ...] = (
-    Column("model", "model", lambda r: r.model_label),
-    Column("task", "task", lambda r: r.task),
-    Column("layers", "layers", lambda r: float(r.last_state)),
-    Column("hidden_size", "hidden", lambda r: r.hidden_size),
-    Column("law_rho", "rho", lambda r: r.law_rho),
-    Column("law_pearson_r", "r", lambda r: r.law_pearson_r),
-    Column("law_r2", "R²", lambda r: r.law_r2),
-    Column("pr_first", "PR_1", lambda r: r.pr_first),
-    Column("pr_last", "PR_L", lambda r: r.pr_last),
-    Column("equilearning_deviation", "deviation", lambda r: r.equilearning_deviation),
-    Column("n_tokens", "tokens", lambda r: r.n_tokens),
-)
-
-
-def columns(rows: Sequence[NextlawRow]) -> list[Column]:
-    """The base columns, then one per benchmark score found in any row (``task/metric``)."""
-    scores = sorted({name for row in rows for name in row.benchmarks})
-    extra = [Column(name, name, lambda r, n=name: r.benchmarks.get(n)) for name in scores]
-    return [*BASE_COLUMNS, *extra]
-
-
-def sort_rows(rows: Sequence[NextlawRow], key: str = DEFAULT_SORT, descending: bool = False) -> list[NextlawRow]:
-    """Rows ordered by a column key; NaN/missing last; ties keep (model, task) order."""
-    by_key = {column.key: column for column in columns(rows)}
-    if key not in by_key:
-        raise LeaderboardError(f"unknown sort key {key!r}; choose one of: {', '.join(by_key)}")
-    column = by_key[key]
-    ordered = sorted(rows, key=lambda r: (r.model_label, r.task))
-    present = [r for r in ordered if not _missing(column.value(r))]
-    absent = [r for r in ordered if _missing(column.value(r))]
-    return sorted(present, key=column.value, reverse=descending) + absent
+FORMATS: tuple[str, ...] = ("md", "csv", "json", "html")
+#: How the markdown table shows a row's mark.
+MARKS: Mapping[str, str] = {LEADER: "★", TIE: "≈", "": ""}
 
 
 def render(rows: Sequence[NextlawRow], fmt: str = "md", sort: str = DEFAULT_SORT, descending: bool = False) -> str:
-    """The leaderboard as markdown, CSV or an HTML page."""
+    """The leaderboard as markdown, CSV, JSON or an HTML page."""
     if fmt not in FORMATS:
         raise LeaderboardError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    ordered = sort_rows(rows, sort, descending)
-    cols = columns(ordered)
+    ranked = rank(rows, sort, descending)
+    cols = columns(rows)
     if fmt == "md":
-        return _markdown(ordered, cols)
+        return _markdown(ranked, sort, descending)
     if fmt == "csv":
-        return _csv(ordered, cols)
-    return _html(ordered, cols, sort, descending)
+        return _csv(records(ranked, cols))
+    if fmt == "json":
+        return json.dumps(_strict(records(ranked, cols)), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    from nextlaw_task.reports.page import html_page
+
+    return html_page(ranked, cols, sort, descending)
 
 
-def _missing(value: str | float | None) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+def records(ranked: Mapping[str, Sequence[Ranked]], cols: Sequence[Column]) -> list[dict[str, Any]]:
+    """One dict per row, task by task in rank order: identity, measurement, each value and its SE."""
+    out = []
+    for entries in ranked.values():
+        for entry in entries:
+            row, measurement = entry.row, entry.row.measurement
+            record: dict[str, Any] = {
+                "model": row.model, "revision": row.revision, "task": row.task, "rank": entry.rank,
+                "mark": entry.mark, "corpus": measurement.corpus, "corpus_sha256": measurement.corpus_sha256,
+                "n_docs": row.n_docs, "n_tokens": row.n_tokens, "options": dict(measurement.options),
+            }  # fmt: skip
+            for col in cols:
+                if col.numeric and col.key not in record:
+                    record[col.key] = col.value(row)
+                    if col.stderr is not None:
+                        record[f"{col.key}_stderr"] = col.stderr(row)
+            record["source"] = str(row.source)
+            out.append(record)
+    return out
 
 
-def _cell(value: str | float | None) -> str:
-    """Display text: blank when absent, ``nan`` when measured as NaN."""
+def value_text(value: str | float | None, se: float = math.nan, digits: int = 6) -> str:
+    """Display text: blank when absent, ``nan`` when measured as NaN, ``value ± SE`` where there is an SE."""
     if value is None:
         return ""
-    return value if isinstance(value, str) else format_number(value)
+    if isinstance(value, str):
+        return value
+    text = format_number(value, digits)
+    return f"{text} ± {format_number(se, 2)}" if math.isfinite(se) and not math.isnan(value) else text
 
 
-def _markdown(rows: Sequence[NextlawRow], cols: Sequence[Column]) -> str:
-    body = [[_cell(c.value(row)) for c in cols] for row in rows]
-    return markdown_table([c.title for c in cols], body, [c.numeric for c in cols]) + "\n"
+def _markdown(ranked: Mapping[str, Sequence[Ranked]], sort: str, descending: bool) -> str:
+    sections = []
+    for task, entries in ranked.items():
+        shown = table_columns(entries)
+        body = [
+            [f"{e.rank} {MARKS[e.mark]}".rstrip(), *(_md_cell(c, e.row) for c in shown)] for e in entries
+        ]
+        titles = [task_title(c, entries[0].row.quantity) for c in shown]
+        table = markdown_table(["rank", *titles], body, [True, *(c.numeric for c in shown)])
+        sections.append(f"## {task}\n\n{table}\n")
+    order = "descending" if descending else "ascending"
+    legend = (
+        f"★ leads its task on `{sort}` ({order}); ≈ is within 2 SE of the leader, "
+        "|a - b| <= 2·sqrt(SE_a² + SE_b²) (no ≈ where an SE is missing). Values are shown as value ± SE."
+    )
+    return "\n".join(sections) + f"\n{legend}\n"
 
 
-def _csv(rows: Sequence[NextlawRow], cols: Sequence[Column]) -> str:
+def _md_cell(col: Column, row: NextlawRow) -> str:
+    return value_text(col.value(row), col.stderr(row) if col.stderr else math.nan)
+
+
+def _csv(table: Sequence[Mapping[str, Any]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([c.key for c in cols])
-    for row in rows:
-        writer.writerow([_exact(c.value(row)) for c in cols])
+    keys = list(table[0]) if table else []
+    writer.writerow(keys)
+    for record in table:
+        writer.writerow([_exact(key, record[key]) for key in keys])
     return out.getvalue()
 
 
-def _exact(value: str | float | None) -> str:
-    """Text that reads back as exactly the same value (blank when absent)."""
-    if value is None:
+def _exact(key: str, value: Any) -> str:
+    """CSV text that reads back as exactly the same value: blank when absent (or a missing SE)."""
+    if value is None or (key.endswith("_stderr") and missing(value)):
         return ""
+    if key == "options":
+        return json.dumps(value, sort_keys=True, default=str)
     return value if isinstance(value, str) else repr(value)
 
 
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2rem; color: #1b1b1b; background: #fff; }
-table { border-collapse: collapse; font-size: 0.9rem; }
-th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; }
-th { background: #f0f0f0; }
-table.sortable th { cursor: pointer; user-select: none; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tbody tr:nth-child(even) { background: #fafafa; }
-figure { margin: 2rem 0; }
-img { max-width: 100%; height: auto; }
-.scroll { overflow-x: auto; }
-"""
-
-_SORT_SCRIPT = """
-(function () {
-  function key(cell) {
-    if (!cell.hasAttribute("data-value")) {
-      return { text: cell.textContent, blank: false };
-    }
-    var num = parseFloat(cell.getAttribute("data-value"));
-    return { num: num, blank: isNaN(num) };
-  }
-  function compare(a, b) {
-    if (a.blank !== b.blank) { return a.blank ? 1 : -1; }
-    if (a.text !== undefined) { return a.text.localeCompare(b.text); }
-    return a.blank ? 0 : a.num - b.num;
-  }
-  var table = document.getElementById("leaderboard");
-  var headers = table.tHead.rows[0].cells;
-  Array.prototype.forEach.call(headers, function (th, col) {
-    th.addEventListener("click", function () {
-      var ascending = th.getAttribute("aria-sort") !== "ascending";
-      Array.prototype.forEach.call(headers, function (h) { h.removeAttribute("aria-sort"); });
-      th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
-      var body = table.tBodies[0];
-      var rows = Array.prototype.slice.call(body.rows);
-      rows.sort(function (x, y) {
-        var a = key(x.cells[col]), b = key(y.cells[col]);
-        if (a.blank || b.blank) { return compare(a, b); }
-        return ascending ? compare(a, b) : compare(b, a);
-      });
-      rows.forEach(function (row) { body.appendChild(row); });
-    });
-  });
-  table.classList.add("sortable");
-})();
-"""
-
-
-def _html(rows: Sequence[NextlawRow], cols: Sequence[Column], sort: str, descending: bool) -> str:
-    esc = html.escape
-    head = "".join(f'<th scope="col" title="{esc(c.key)}">{esc(c.title)}</th>' for c in cols)
-    body = []
-    for row in rows:
-        cells = []
-        for c in cols:
-            value = c.value(row)
-            attrs = "" if isinstance(value, str) else f' class="num" data-value="{_exact(value)}"'
-            cells.append(f"<td{attrs}>{esc(_cell(value))}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    order = "descending" if descending else "ascending"
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>nextlaw leaderboard</title>
-<style>{_CSS}</style>
-</head>
-<body>
-<h1>nextlaw leaderboard</h1>
-<p>One row per (model, task), sorted by <code>{esc(sort)}</code> ({order}); click a header to
-re-sort. r is the Pearson correlation of log10 PR_l with depth l over states 1..L (closer to -1:
-a cleaner equi-learning law); rho is the law's per-layer ratio.</p>
-<div class="scroll">
-<table id="leaderboard">
-<thead><tr>{head}</tr></thead>
-<tbody>
-{chr(10).join(body)}
-</tbody>
-</table>
-</div>
-{_figures(rows)}
-<script>{_SORT_SCRIPT}</script>
-</body>
-</html>
-"""
-
-
-def _figures(rows: Sequence[NextlawRow]) -> str:
-    """One embedded PNG per model: its tasks' PR curves and fitted laws."""
-    parts = []
-    for model in dict.fromkeys(row.model_label for row in rows):
-        fig = law_figure([row for row in rows if row.model_label == model])
-        data = base64.b64encode(figure_bytes(fig, "png")).decode("ascii")
-        label = html.escape(model)
-        parts.append(
-            f'<figure><img src="data:image/png;base64,{data}" alt="PR per hidden state, {label}">'
-            f"<figcaption>{label}</figcaption></figure>"
-        )
-    return "\n".join(parts)
+def _strict(value: Any) -> Any:
+    """JSON-ready: NaN and infinities as None, mappings and lists walked."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value

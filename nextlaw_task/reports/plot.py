@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nextlaw_task.reports.measurement import run_suffixes
 from nextlaw_task.reports.results import NextlawRow
 
 if TYPE_CHECKING:
@@ -20,10 +21,13 @@ if TYPE_CHECKING:
 
 #: Output formats, chosen by the suffix of the output file.
 FORMATS: tuple[str, ...] = ("png", "svg")
-#: Figure sizes in inches; at DPI dots per inch a PNG is 800x500 (report) or 1000x750 (sweep).
+#: Figure sizes in inches; at DPI dots per inch a PNG is 800x500 (report; 600 wider per panel
+#: beyond one when rows of several quantities share a figure) or 1000x750 (sweep).
 REPORT_SIZE: tuple[float, float] = (8.0, 5.0)
 SWEEP_SIZE: tuple[float, float] = (10.0, 7.5)
 DPI = 100
+#: y-axis label of each per-layer quantity's panel
+_QUANTITY_LABELS = {"pr": "prediction residual PR_l (1 - R²)", "fuzziness": "separation fuzziness"}
 
 
 class PlotFormatError(ValueError):
@@ -39,20 +43,31 @@ def image_format(path: Path | str) -> str:
 
 
 def law_figure(rows: Sequence[NextlawRow]) -> Figure:
-    """log PR_l against l for every row, each with its fitted law line (rho and r in legend)."""
-    fig = _new_figure(REPORT_SIZE)
-    ax = fig.add_subplot()
+    """log PR_l against l for every row, each with its fitted law line (rho and r in legend).
+
+    One panel per quantity (PR, fuzziness), side by side: measures of different scales never share
+    a log axis. A row that shares its model and task with another is named with what sets it apart.
+    """
+    quantities = list(dict.fromkeys(row.quantity for row in rows)) or ["pr"]
+    width = REPORT_SIZE[0] if len(quantities) == 1 else 6.0 * len(quantities)
+    fig = _new_figure((width, REPORT_SIZE[1]))
+    axes = fig.subplots(1, len(quantities), squeeze=False)[0]
     several_models = len({row.model_label for row in rows}) > 1
-    for row in rows:
-        name = f"{row.model_label} · {row.task}" if several_models else row.task
-        _draw_law(ax, row, name)
-    ax.set_yscale("log")
-    ax.set_xlabel("hidden state l (0 = embeddings)")
-    ax.set_ylabel("prediction residual PR_l (1 - R²)")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_title(rows[0].model_label if rows and not several_models else "equi-learning law")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
+    suffixes = run_suffixes(rows)
+    for ax, quantity in zip(axes, quantities):
+        for row, suffix in zip(rows, suffixes):
+            if row.quantity != quantity:
+                continue
+            name = f"{row.model_label} · {row.task}" if several_models else row.task
+            _draw_law(ax, row, f"{name} [{suffix}]" if suffix else name)
+        ax.set_yscale("log")
+        ax.set_xlabel("hidden state l (0 = embeddings)")
+        ax.set_ylabel(_QUANTITY_LABELS.get(quantity, quantity))
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        title = rows[0].model_label if rows and not several_models else "equi-learning law"
+        ax.set_title(title if len(quantities) == 1 else f"{title}: {quantity}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize="small")
     return fig
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from nextlaw_task.reports.measurement import run_suffixes
 from nextlaw_task.reports.results import NextlawRow, format_number
 
 #: (column title, NextlawRow attribute) of the law table.
@@ -34,7 +35,11 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric
 
 
 def markdown_report(rows: Sequence[NextlawRow]) -> str:
-    """One section per model: a PR table (states x tasks) and a law table (tasks x metrics)."""
+    """One section per model: a PR table (states x tasks) and a law table (tasks x metrics).
+
+    A task measured in several runs of the model (other corpus, counts or options) appears once
+    per run, its name followed by what sets the run apart, e.g. ``nextlaw_equilearning [austen.jsonl]``.
+    """
     sections = []
     for model in dict.fromkeys(row.model_label for row in rows):
         mine = [row for row in rows if row.model_label == model]
@@ -42,19 +47,24 @@ def markdown_report(rows: Sequence[NextlawRow]) -> str:
     return "\n".join(sections)
 
 
+def _run_names(rows: Sequence[NextlawRow]) -> list[str]:
+    """Each row's task, with what sets it apart from the model's other runs of that task."""
+    return [f"{row.task} [{suffix}]" if suffix else row.task for row, suffix in zip(rows, run_suffixes(rows))]
+
+
 def _pr_table(rows: Sequence[NextlawRow]) -> str:
     states = sorted({s for row in rows for s in row.states})
     body = [
         [str(s), *(format_number(row.layers.get(s, math.nan)) for row in rows)] for s in states
     ]
-    table = markdown_table(["state", *(row.task for row in rows)], body, [True] * (len(rows) + 1))
+    table = markdown_table(["state", *_run_names(rows)], body, [True] * (len(rows) + 1))
     return f"### Prediction residual PR_l per hidden state\n\n{table}"
 
 
 def _law_table(rows: Sequence[NextlawRow]) -> str:
     body = [
-        [row.task, row.law_states_label, *(format_number(getattr(row, attr)) for _, attr in LAW_COLUMNS)]
-        for row in rows
+        [name, row.law_states_label, *(format_number(getattr(row, attr)) for _, attr in LAW_COLUMNS)]
+        for row, name in zip(rows, _run_names(rows))
     ]
     header = ["task", STATES_COLUMN, *(title for title, _ in LAW_COLUMNS)]
     table = markdown_table(header, body, [False, False] + [True] * len(LAW_COLUMNS))

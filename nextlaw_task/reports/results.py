@@ -7,12 +7,20 @@ parsed by ``nextlaw_task.schema``), whatever its name, so every variant of the t
 future one) is picked up. Every other task with numeric metrics
 is a *benchmark* whose scores are shown next to the law.
 
-When several files describe the same (model, revision, task), the newest one wins. A file's time
-is the ``date`` lm-eval stores in it (the run's start), or failing that the timestamp in its name
-(``results_2026-11-26T10-49-50.701350.json``), or failing that its modification time. Benchmark
-scores are merged per (model, revision) across all the files read, the newest file winning for
-each score, so ``lm_eval --tasks nextlaw`` and a separate ``lm_eval --tasks hellaswag`` run of the
-same model end up on one leaderboard row.
+Rows never mix runs. A row is keyed by (model, revision, task, measurement): the corpus (its
+sha256 where the file records one, else its location), the documents and tokens measured
+(``n_docs``, ``n_tokens``) and the resolved ``nextlaw_*`` options (see
+:mod:`nextlaw_task.reports.measurement`). Runs that differ in any of these are separate rows; only
+when several files describe the same key does the newest one win. A file's time is the ``date``
+lm-eval stores in it (the run's start), or failing that the timestamp in its name
+(``results_2026-11-26T10-49-50.701350.json``), or failing that its modification time.
+
+Every value may come with a standard error, ``"<metric>_stderr,<filter>"`` beside it: a number,
+or ``"N/A"``/null/NaN where there is none (read as NaN; files written before SEs existed have no
+such keys). A row's benchmark scores (and their SEs) come from its own results file, i.e. the same
+run, and from results files named explicitly (``load_rows(..., benchmarks=[...])``, the
+``--benchmarks`` option of ``nextlaw leaderboard``) for the same (model, revision); a score the run
+itself has is kept, and two named files giving the same model the same score is an error.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from nextlaw_task.reports.measurement import Measurement, read_measurement, short_name
+from nextlaw_task.reports.scores import STDERR, as_float, benchmark_scores, is_nextlaw, standard_errors
 from nextlaw_task.schema import FOLD_SPREAD, ILL_POSED, LAW_METRICS, LAW_STATES, MEASURES, parse_layer_metric
 
 #: The bookkeeping metrics a row keeps.
@@ -33,7 +43,6 @@ ROW_COUNTS: tuple[str, ...] = ("n_tokens", "n_docs", "hidden_size")
 #: Tasks whose per-layer values results files before 0.2 wrote as ``pr_layer_*`` although they are
 #: not prediction residuals; read back under their own quantity.
 _LEGACY_QUANTITY = {"nextlaw_separation_fuzziness": MEASURES["separation_fuzziness"].quantity}
-_TASK_FIELDS = frozenset({"name", "alias", "sample_len", "sample_count"})
 _FILE_STAMP = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?)")
 
 
@@ -70,6 +79,14 @@ class NextlawRow:
     source: Path
     date: float
     benchmarks: Mapping[str, float] = field(default_factory=dict)
+    #: standard errors of the benchmark scores, where the file has them
+    benchmark_stderr: Mapping[str, float] = field(default_factory=dict)
+    #: standard errors of the law metrics (LAW_METRICS names), where the file has them
+    stderr: Mapping[str, float] = field(default_factory=dict)
+    #: standard error of each state's value, where the file has one
+    layer_stderr: Mapping[int, float] = field(default_factory=dict)
+    #: the corpus and options the row was measured with
+    measurement: Measurement = field(default_factory=Measurement)
     #: what the per-layer values are: ``pr`` (prediction residual) or ``fuzziness``
     quantity: str = "pr"
     #: states whose fit is not a result (their value is NaN); the law left them out
@@ -90,6 +107,23 @@ class NextlawRow:
     def model_label(self) -> str:
         """The model name, with ``@revision`` when a revision was requested."""
         return f"{self.model}@{self.revision}" if self.revision else self.model
+
+    @property
+    def short_label(self) -> str:
+        """:attr:`model_label` with a local path cut to its folder name (a Hub id stays whole)."""
+        name = short_name(self.model)
+        return f"{name}@{self.revision}" if self.revision else name
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """What makes two rows the same measurement: model, revision, task, corpus, counts, options."""
+        corpus, options = self.measurement.identity
+        counts = (repr(self.n_docs), repr(self.n_tokens))
+        return (self.model, self.revision or "", self.task, corpus, *counts, options)
+
+    def se(self, metric: str) -> float:
+        """The standard error of a law metric; NaN where the file has none."""
+        return self.stderr.get(metric, math.nan)
 
     @property
     def states(self) -> tuple[int, ...]:
@@ -116,6 +150,16 @@ class NextlawRow:
         """The value at the deepest state measured."""
         return self.layers.get(self.last_state, math.nan)
 
+    @property
+    def pr_first_stderr(self) -> float:
+        """The standard error of :attr:`pr_first` (NaN where there is none)."""
+        return self.layer_stderr.get(1, math.nan)
+
+    @property
+    def pr_last_stderr(self) -> float:
+        """The standard error of :attr:`pr_last` (NaN where there is none)."""
+        return self.layer_stderr.get(self.last_state, math.nan)
+
 
 @dataclass(frozen=True)
 class ResultsFile:
@@ -127,6 +171,7 @@ class ResultsFile:
     date: float
     rows: tuple[NextlawRow, ...]
     benchmarks: Mapping[str, float]
+    benchmark_stderr: Mapping[str, float]
 
 
 def read_results_file(path: Path | str) -> ResultsFile:
@@ -145,12 +190,19 @@ def read_results_file(path: Path | str) -> ResultsFile:
         raise ResultsError(path, "not an lm-eval results JSON (no 'results' mapping of tasks)")
     model, revision = _model_identity(data)
     date = _file_date(path, data)
+    scores, errors = benchmark_scores(data, results)
+    configs = data.get("configs") if isinstance(data.get("configs"), dict) else {}
     rows = tuple(
-        _nextlaw_row(path, task, metrics, model, revision, date)
+        replace(
+            _nextlaw_row(path, task, metrics, model, revision, date),
+            benchmarks=scores,
+            benchmark_stderr=errors,
+            measurement=_measurement(path, task, configs.get(task)),
+        )
         for task, metrics in sorted(results.items())
-        if _is_nextlaw(metrics)
+        if is_nextlaw(metrics)
     )
-    return ResultsFile(path, model, revision, date, rows, _benchmarks(data, results))
+    return ResultsFile(path, model, revision, date, rows, scores, errors)
 
 
 def find_results_files(path: Path | str) -> list[Path]:
@@ -166,10 +218,11 @@ def find_results_files(path: Path | str) -> list[Path]:
     return [path]
 
 
-def load_rows(paths: Iterable[Path | str]) -> list[NextlawRow]:
-    """Every nextlaw row in the given files/folders, newest per (model, revision, task).
+def load_rows(paths: Iterable[Path | str], benchmarks: Iterable[Path | str] = ()) -> list[NextlawRow]:
+    """Every nextlaw row in the given files/folders, newest per :attr:`NextlawRow.key`, sorted.
 
-    Each row carries the benchmark scores of its (model, revision) found in any of the files.
+    Each row carries the benchmark scores of its own results file, and those of the results files
+    named in ``benchmarks`` for its (model, revision) (see the module docstring).
     Raises NoNextlawTaskError when none of the files has a nextlaw task.
     """
     paths = list(paths)
@@ -177,24 +230,59 @@ def load_rows(paths: Iterable[Path | str]) -> list[NextlawRow]:
         (read_results_file(f) for p in paths for f in find_results_files(p)),
         key=lambda r: (r.date, str(r.path)),
     )
-    latest: dict[tuple[str, str | None, str], NextlawRow] = {}
-    scores: dict[tuple[str, str | None], dict[str, float]] = {}
+    latest: dict[tuple[str, ...], NextlawRow] = {}
     for parsed in files:  # oldest first, so newer files overwrite
-        scores.setdefault((parsed.model, parsed.revision), {}).update(parsed.benchmarks)
         for row in parsed.rows:
-            latest[(row.model, row.revision, row.task)] = row
+            latest[row.key] = row
     if not latest:
         where = paths[0] if len(paths) == 1 else ", ".join(str(p) for p in paths)
         raise NoNextlawTaskError(where, "no nextlaw task in these lm-eval results")
-    return [
-        replace(row, benchmarks=dict(sorted(scores[(row.model, row.revision)].items())))
-        for _, row in sorted(latest.items(), key=lambda kv: (kv[0][0], kv[0][1] or "", kv[0][2]))
-    ]
+    rows = sorted(latest.values(), key=_row_order)
+    return _join_named_benchmarks(rows, [read_benchmark_file(p) for p in benchmarks])
 
 
-def _is_nextlaw(metrics: Mapping[str, Any]) -> bool:
-    names = {key.split(",", 1)[0] for key in metrics}
-    return "law_slope" in names or any(parse_layer_metric(name) for name in names)
+def read_benchmark_file(path: Path | str) -> ResultsFile:
+    """A results file named for its benchmark scores; ResultsError for a folder or a file without any."""
+    path = Path(path)
+    if path.is_dir():
+        raise ResultsError(path, "a folder; name the results file whose benchmark scores to join")
+    parsed = read_results_file(path)
+    if not parsed.benchmarks:
+        raise ResultsError(path, "no benchmark scores (only nextlaw tasks or none) in this results file")
+    return parsed
+
+
+def _row_order(row: NextlawRow) -> tuple[Any, ...]:
+    counts = tuple(v if math.isfinite(v) else math.inf for v in (row.n_docs, row.n_tokens))
+    return (row.model, row.revision or "", row.task, row.measurement.corpus_label, *counts, row.key)
+
+
+def _join_named_benchmarks(rows: list[NextlawRow], named: list[ResultsFile]) -> list[NextlawRow]:
+    """Rows with the scores of the named files of their (model, revision) added; the run's own win."""
+    found: dict[tuple[str, str | None], dict[str, tuple[float, float, Path]]] = {}
+    for parsed in named:
+        mine = found.setdefault((parsed.model, parsed.revision), {})
+        for name, value in parsed.benchmarks.items():
+            if name in mine and mine[name][2] != parsed.path:
+                raise ResultsError(parsed.path, f"{name} of {parsed.model} is also in {mine[name][2]}; name one")
+            mine[name] = (value, parsed.benchmark_stderr.get(name, math.nan), parsed.path)
+    for parsed in named:
+        if not any((row.model, row.revision) == (parsed.model, parsed.revision) for row in rows):
+            raise ResultsError(parsed.path, f"model {parsed.model} (revision {parsed.revision}) is on no nextlaw row")
+    joined = []
+    for row in rows:
+        extra = {k: v for k, v in found.get((row.model, row.revision), {}).items() if k not in row.benchmarks}
+        scores = {name: v for name, (v, _, _) in extra.items()} | dict(row.benchmarks)
+        errors = {name: se for name, (_, se, _) in extra.items()} | dict(row.benchmark_stderr)
+        joined.append(replace(row, benchmarks=dict(sorted(scores.items())), benchmark_stderr=errors))
+    return joined
+
+
+def _measurement(path: Path, task: str, config: Any) -> Measurement:
+    try:
+        return read_measurement(config)
+    except ValueError as err:
+        raise ResultsError(path, f"task {task!r}: {err}") from None
 
 
 def _nextlaw_row(
@@ -209,9 +297,9 @@ def _nextlaw_row(
     layers: dict[str, dict[int, float]] = {}
     for key, value in metrics.items():
         name, _, filt = key.partition(",")
-        if filt != "none" or name.endswith("_stderr"):
+        if filt != "none" or name.endswith(STDERR):
             continue
-        number = _as_float(value)
+        number = as_float(value)
         parsed = parse_layer_metric(name)
         if number is None:
             if parsed or name in LAW_METRICS + ROW_COUNTS:
@@ -225,6 +313,8 @@ def _nextlaw_row(
     if len(layers) > 1:
         raise ResultsError(path, f"task {task!r}: per-layer values of several kinds ({', '.join(sorted(layers))})")
     quantity, by_state = next(iter(layers.items()), ("pr", {}))
+    errors, layer_errors = standard_errors(metrics, LAW_METRICS)
+    state_errors = {s: e for s, e in layer_errors.get(quantity, {}).items() if s in by_state}
     quantity = _LEGACY_QUANTITY.get(task, quantity) if quantity == "pr" else quantity
     law = {name: values.get(name, math.nan) for name in LAW_METRICS + ROW_COUNTS + LAW_STATES}
     return NextlawRow(
@@ -236,52 +326,10 @@ def _nextlaw_row(
         date=date,
         quantity=quantity,
         ill_posed=ill_posed,
+        stderr=errors,
+        layer_stderr=dict(sorted(state_errors.items())),
         **law,
     )
-
-
-def _benchmarks(data: Mapping[str, Any], results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
-    """Numeric scores of the non-nextlaw tasks, keyed ``task/metric`` (``/filter`` unless none).
-
-    A subtask of a group that reports its own aggregate is left out: the group's score stands
-    for it, which keeps e.g. MMLU to one column instead of 57.
-    """
-    scored = {task for task, metrics in results.items() if _numeric_metrics(metrics)}
-    groups = data.get("group_subtasks")
-    folded = {
-        sub
-        for group, subs in (groups.items() if isinstance(groups, dict) else ())
-        if group in scored and isinstance(subs, list)
-        for sub in subs
-    }
-    scores: dict[str, float] = {}
-    for task, metrics in results.items():
-        if task in folded or _is_nextlaw(metrics):
-            continue
-        for (name, filt), value in _numeric_metrics(metrics).items():
-            scores[f"{task}/{name}" if filt == "none" else f"{task}/{name}/{filt}"] = value
-    return scores
-
-
-def _numeric_metrics(metrics: Mapping[str, Any]) -> dict[tuple[str, str], float]:
-    found: dict[tuple[str, str], float] = {}
-    for key, value in metrics.items():
-        name, _, filt = key.partition(",")
-        if key in _TASK_FIELDS or not filt or name.endswith("_stderr"):
-            continue
-        number = _as_float(value)
-        if number is not None:
-            found[(name, filt)] = number
-    return found
-
-
-def _as_float(value: Any) -> float | None:
-    """A metric value as float; None (JSON null) reads as NaN; anything else non-numeric: None."""
-    if value is None:
-        return math.nan
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
 
 
 def _model_args(config: Any) -> dict[str, str]:

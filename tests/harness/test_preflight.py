@@ -56,6 +56,14 @@ def test_the_wrapped_run_checks_first_then_runs_with_its_arguments(tmp_path: Pat
     assert len(calls) == 1
 
 
+def test_fewshot_as_multiturn_alone_is_simple_evaluates_default_and_passes() -> None:
+    """lm-eval 0.4.13's simple_evaluate defaults it to True; it acts only with a chat template."""
+    check_run({"tasks": ["nextlaw_equilearning"], "model": "nextlaw", "fewshot_as_multiturn": True})
+    with pytest.raises(OptionError, match="--apply_chat_template is not for nextlaw tasks"):
+        check_run({"tasks": ["nextlaw_equilearning"], "model": "nextlaw", "fewshot_as_multiturn": True,
+                   "apply_chat_template": True})
+
+
 def test_bootstrap_iters_0_turns_the_jackknife_off_unless_the_groups_are_set() -> None:
     calls = []
 
@@ -71,7 +79,7 @@ def test_bootstrap_iters_0_turns_the_jackknife_off_unless_the_groups_are_set() -
 
 
 @pytest.mark.parametrize(
-    "flag", ["use_cache", "cache_requests", "predict_only", "apply_chat_template", "fewshot_as_multiturn",
+    "flag", ["use_cache", "cache_requests", "predict_only", "apply_chat_template",
              "system_instruction", "check_integrity"],
 )
 def test_flags_that_cannot_apply_are_refused_before_the_model(flag: str) -> None:

@@ -75,7 +75,7 @@ def test_requests_carry_text_and_spec_and_refuse_other_models():
     assert request.args == (request.text,)  # what --write_out prints and --log_samples records
 
 
-@pytest.mark.parametrize("flag", ["cache_requests", "apply_chat_template", "fewshot_as_multiturn", "system_instruction"])
+@pytest.mark.parametrize("flag", ["cache_requests", "apply_chat_template", "system_instruction"])
 def test_request_flags_that_cannot_apply_are_refused_when_the_requests_are_built(flag):
     task = load(["nextlaw_equilearning"])["tasks"]["nextlaw_equilearning"]
     with pytest.raises(OptionError, match=f"nextlaw_equilearning: --{flag} is not for nextlaw tasks"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -76,14 +77,40 @@ def test_report_refuses_unknown_plot_suffix_before_printing(results_file: Path, 
 
 def test_leaderboard_formats(results_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = run(["leaderboard", str(results_file.parent.parent)], capsys)
-    assert status == 0 and parse_tables(out)[0][1][:2] == ["org/m", "nextlaw_equilearning"]
+    assert status == 0 and out.startswith("## nextlaw_equilearning\n")
+    assert parse_tables(out)[0][1][:3] == ["1 ★", "org/m", "embedded"]
     args = ["leaderboard", str(results_file), "--format", "csv", "--sort", "n_tokens", "--descending"]
     status, out, _ = run(args, capsys)
     (line,) = csv.DictReader(io.StringIO(out))
-    assert status == 0 and line["hellaswag/acc"] == "0.41" and line["n_tokens"] == "4321.0"
+    scores = json.loads(results_file.read_text())["results"]
+    assert status == 0 and float(line["hellaswag/acc"]) == scores["hellaswag"]["acc,none"]
+    assert float(line["hellaswag/acc_stderr"]) == scores["hellaswag"]["acc_stderr,none"]
+    assert float(line["n_tokens"]) == scores["nextlaw_equilearning"]["n_tokens,none"]
+    status, out, _ = run(["leaderboard", str(results_file), "--format", "json"], capsys)
+    (record,) = json.loads(out)
+    assert status == 0 and record["law_rho"] == scores["nextlaw_equilearning"]["law_rho,none"]
+    assert record["law_rho_stderr"] is None  # "N/A" in the file
     page = tmp_path / "site" / "board.html"
     status, out, _ = run(["leaderboard", str(results_file), "--format", "html", "-o", str(page)], capsys)
     assert status == 0 and out == "" and page.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_leaderboard_joins_benchmarks_only_from_named_files(
+    results_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    later = write_results(tmp_path / "later", results_document("org/m", {"arc_easy": {"acc": 0.52}}, date=2e9))
+    status, out, _ = run(["leaderboard", str(results_file), str(later), "--format", "csv"], capsys)
+    (line,) = csv.DictReader(io.StringIO(out))
+    assert status == 0 and "arc_easy/acc" not in line  # another run of the model: not joined
+    args = ["leaderboard", str(results_file), "--benchmarks", str(later), "--benchmarks", str(later), "--format", "csv"]
+    status, out, _ = run(args, capsys)
+    (line,) = csv.DictReader(io.StringIO(out))
+    arc = json.loads(later.read_text())["results"]["arc_easy"]
+    assert status == 0 and float(line["arc_easy/acc"]) == arc["acc,none"]
+    assert float(line["arc_easy/acc_stderr"]) == arc["acc_stderr,none"]
+    assert float(line["hellaswag/acc"]) == json.loads(results_file.read_text())["results"]["hellaswag"]["acc,none"]
+    status, _, err = run(["leaderboard", str(results_file), "--benchmarks", str(tmp_path / "later")], capsys)
+    assert_one_line_error(status, err, "a folder", str(tmp_path / "later"))
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
-from nextlaw_results_factory import law_metrics, results_document, write_results
+from nextlaw_results_factory import law_metrics, measurement, results_document, write_results
 from PIL import Image
 
 from nextlaw_task.reports.plot import PlotFormatError, figure_bytes, law_figure, save_figure, sweep_figure
@@ -113,3 +114,35 @@ def test_importing_plot_does_not_import_matplotlib() -> None:
     code = "import sys, nextlaw_task.reports.plot, nextlaw_task.reports.cli; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_each_quantity_has_its_own_panel_and_log_axis(tmp_path: Path) -> None:
+    tasks = {
+        "nextlaw_equilearning": law_metrics(),
+        "nextlaw_separation_fuzziness": law_metrics(pr0=900.0, intercept=2.5, quantity="fuzziness"),
+    }
+    path = write_results(tmp_path, results_document("org/m", tasks))
+    rows = load_rows([path])
+    fig = law_figure(rows)
+    pr_axis, fuzziness_axis = fig.axes
+    assert pr_axis.get_yscale() == fuzziness_axis.get_yscale() == "log"
+    assert pr_axis.get_ylabel().startswith("prediction residual")
+    assert fuzziness_axis.get_ylabel() == "separation fuzziness"
+    entries = json.loads(path.read_text())["results"]
+    panels = ((pr_axis, "nextlaw_equilearning", "pr"), (fuzziness_axis, "nextlaw_separation_fuzziness", "fuzziness"))
+    for ax, task, quantity in panels:
+        data = {line.get_label(): line for line in ax.get_lines()}[task]
+        assert [line.get_label() for line in ax.get_lines() if "fit" not in line.get_label()] == [task]
+        assert list(data.get_ydata()) == [entries[task][f"{quantity}_layer_{s:02d},none"] for s in range(7)]
+    with Image.open(save_figure(fig, tmp_path / "two.png")) as image:
+        assert image.size == (1200, 500)
+
+
+def test_runs_of_one_task_on_two_corpora_are_named_apart(tmp_path: Path) -> None:
+    for i, corpus in enumerate(("/d/austen.jsonl", "/d/web.jsonl")):
+        doc = results_document("m", {"nextlaw_equilearning": law_metrics(slope=-0.05 * (i + 1))},
+                               measurement=measurement(corpus, None))
+        write_results(tmp_path / str(i), doc)
+    (ax,) = law_figure(load_rows([tmp_path])).axes
+    labels = [line.get_label() for line in ax.get_lines() if "fit" not in line.get_label()]
+    assert labels == ["nextlaw_equilearning [austen.jsonl]", "nextlaw_equilearning [web.jsonl]"]

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
-from nextlaw_results_factory import close, law_metrics, number, parse_tables, results_document, write_results
+from nextlaw_results_factory import (
+    close,
+    law_metrics,
+    measurement,
+    number,
+    parse_tables,
+    results_document,
+    write_results,
+)
 
 from nextlaw_task.reports.report import LAW_COLUMNS, STATES_COLUMN, markdown_report, markdown_table
 from nextlaw_task.reports.results import load_rows
@@ -56,3 +65,18 @@ def test_one_section_per_model_and_missing_states_are_nan(tmp_path: Path) -> Non
 def test_table_escapes_pipes_and_aligns_numbers() -> None:
     table = markdown_table(["name", "x"], [["a|b", "1"]], [False, True])
     assert table.splitlines() == ["| name | x |", "|---|---:|", "| a\\|b | 1 |"]
+
+
+def test_runs_of_a_task_on_other_corpora_are_named_apart(tmp_path: Path) -> None:
+    for i, corpus in enumerate(("/d/austen.jsonl", "Salesforce/wikitext")):
+        doc = results_document("m", {"nextlaw_equilearning": law_metrics(slope=-0.05 * (i + 1))},
+                               measurement=measurement(corpus, None))
+        write_results(tmp_path / str(i), doc)
+    rows = load_rows([tmp_path])
+    pr_table, law_table = parse_tables(markdown_report(rows))
+    names = [f"nextlaw_equilearning [{row.measurement.corpus_label}]" for row in rows]
+    assert sorted(names) == ["nextlaw_equilearning [Salesforce/wikitext]", "nextlaw_equilearning [austen.jsonl]"]
+    assert pr_table[0][1:] == names and [cells[0] for cells in law_table[1:]] == names
+    for row, cells in zip(rows, law_table[1:]):
+        written = json.loads(row.source.read_text())["results"]["nextlaw_equilearning"]
+        assert close(number(cells[LAW_COLUMNS.index(("slope", "law_slope")) + 2]), written["law_slope,none"], rel=5e-6)

@@ -1,4 +1,4 @@
-"""Reading lm-eval results files: nextlaw rows, benchmark scores, newest-wins, clear errors."""
+"""Reading lm-eval results files: nextlaw rows, SEs, measurements, benchmark scores, newest-wins, clear errors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from nextlaw_results_factory import close, law_metrics, results_document, write_results
+from nextlaw_results_factory import (
+    close,
+    law_metrics,
+    measurement,
+    results_document,
+    standard_errors,
+    write_results,
+)
 
 from nextlaw_task.schema import layer_metric
 from nextlaw_task.reports.results import (
@@ -115,10 +122,10 @@ def test_revisions_and_models_stay_separate_and_sorted(tmp_path: Path) -> None:
     ]
 
 
-def test_benchmarks_merge_per_model_and_fold_group_subtasks(tmp_path: Path) -> None:
+def test_benchmarks_come_from_the_same_run_and_fold_group_subtasks(tmp_path: Path) -> None:
     arc = {"acc": 0.5, "acc_norm": 0.55}
     nextlaw = results_document("m", {"nextlaw_equilearning": law_metrics(), "arc_easy": arc}, date=1.0)
-    write_results(tmp_path, nextlaw, "2026-01-01T00-00-00.0")
+    own = write_results(tmp_path, nextlaw, "2026-01-01T00-00-00.0")
     later = results_document(
         "m",
         {
@@ -130,15 +137,40 @@ def test_benchmarks_merge_per_model_and_fold_group_subtasks(tmp_path: Path) -> N
         date=2.0,
         group_subtasks={"mmlu": ["mmlu_anatomy"]},
     )
-    write_results(tmp_path, later, "2026-01-02T00-00-00.0")
+    other_run = write_results(tmp_path, later, "2026-01-02T00-00-00.0")
     write_results(tmp_path, results_document("other", {"hellaswag": {"acc": 0.9}}))
     (row,) = load_rows([tmp_path])
-    assert row.benchmarks == {
-        "arc_easy/acc": 0.6,
-        "arc_easy/acc_norm": 0.55,
-        "mmlu/acc": 0.3,
-        "wikitext/word_perplexity": 31.5,
+    document = json.loads(own.read_text())["results"]["arc_easy"]
+    assert row.benchmarks == {f"arc_easy/{m}": document[f"{m},none"] for m in ("acc", "acc_norm")}
+    assert row.benchmark_stderr == {f"arc_easy/{m}": document[f"{m}_stderr,none"] for m in ("acc", "acc_norm")}
+    (named,) = load_rows([own], benchmarks=[other_run])  # named explicitly: joined; the run's own score kept
+    scores = json.loads(other_run.read_text())["results"]
+    assert named.benchmarks == {
+        "arc_easy/acc": document["acc,none"],
+        "arc_easy/acc_norm": document["acc_norm,none"],
+        "mmlu/acc": scores["mmlu"]["acc,none"],
+        "wikitext/word_perplexity": scores["wikitext"]["word_perplexity,none"],
     }
+    assert named.benchmark_stderr["mmlu/acc"] == scores["mmlu"]["acc_stderr,none"]
+    assert named.benchmark_stderr["arc_easy/acc"] == document["acc_stderr,none"]
+
+
+def test_named_benchmark_files_that_cannot_join_are_errors(tmp_path: Path) -> None:
+    own = write_results(tmp_path / "own", results_document("m", {"nextlaw_equilearning": law_metrics()}))
+    first = write_results(tmp_path / "a", results_document("m", {"hellaswag": {"acc": 0.4}}))
+    second = write_results(tmp_path / "b", results_document("m", {"hellaswag": {"acc": 0.5}}))
+    stranger = write_results(tmp_path / "c", results_document("x", {"hellaswag": {"acc": 0.5}}))
+    with pytest.raises(ResultsError, match="hellaswag/acc of m is also in") as info:
+        load_rows([own], benchmarks=[first, second])
+    assert str(second) in str(info.value) and str(first) in str(info.value)
+    with pytest.raises(ResultsError, match="model x .* is on no nextlaw row"):
+        load_rows([own], benchmarks=[stranger])
+    with pytest.raises(ResultsError, match="a folder"):
+        load_rows([own], benchmarks=[tmp_path / "a"])
+    with pytest.raises(ResultsError, match="no benchmark scores"):
+        load_rows([own], benchmarks=[own])
+    (row,) = load_rows([own], benchmarks=[first, first])  # the same file twice is one file
+    assert row.benchmarks == {"hellaswag/acc": json.loads(first.read_text())["results"]["hellaswag"]["acc,none"]}
 
 
 def test_benchmark_filter_other_than_none_is_named(tmp_path: Path) -> None:
@@ -233,3 +265,108 @@ def test_held_out_fold_spreads_are_not_the_rows_values(tmp_path: Path) -> None:
     metrics |= {layer_metric("pr_fold_std", s, 3): 0.01 for s in range(4)}
     (row,) = read_results_file(write_results(tmp_path, results_document("m", {"nextlaw_heldout": metrics}))).rows
     assert dict(row.layers) == {s: 0.9 - 0.1 * s for s in range(4)}
+
+
+def test_standard_errors_are_read_beside_every_value(tmp_path: Path) -> None:
+    metrics = law_metrics(n_layers=4)
+    errors = standard_errors(metrics)
+    del errors["pr_layer_02"]  # this state's SE is "N/A"
+    path = write_results(tmp_path, results_document("m", {"nextlaw_equilearning": metrics}, stderrs={
+        "nextlaw_equilearning": errors}))
+    entry = json.loads(path.read_text())["results"]["nextlaw_equilearning"]
+    assert entry["pr_layer_01_stderr,none"] == errors["pr_layer_01"] and entry["pr_layer_02_stderr,none"] == "N/A"
+    (row,) = read_results_file(path).rows
+    assert row.states == tuple(range(5))  # pr_layer_01_stderr is no state of its own
+    assert dict(row.layer_stderr) == {s: entry[f"pr_layer_{s:02d}_stderr,none"] for s in (0, 1, 3, 4)}
+    assert dict(row.stderr) == {m: entry[f"{m}_stderr,none"] for m in LAW_METRICS}
+    assert row.pr_first_stderr == entry["pr_layer_01_stderr,none"]
+    assert row.pr_last_stderr == entry["pr_layer_04_stderr,none"]
+    assert row.se("law_pearson_r") == entry["law_pearson_r_stderr,none"]
+
+
+def test_files_without_standard_errors_read_as_none(tmp_path: Path) -> None:
+    metrics = {**law_metrics(n_layers=3, quantity="fuzziness")}
+    document = results_document("m", {"nextlaw_separation_fuzziness": metrics})
+    for key in [k for k in document["results"]["nextlaw_separation_fuzziness"] if k.endswith("_stderr,none")]:
+        del document["results"]["nextlaw_separation_fuzziness"][key]  # a file written before SEs existed
+    document["results"]["nextlaw_separation_fuzziness"]["law_rho_stderr,none"] = None
+    (row,) = read_results_file(write_results(tmp_path, document)).rows
+    assert row.quantity == "fuzziness" and len(row.layers) == 4
+    assert row.layer_stderr == {} and row.stderr == {}
+    assert math.isnan(row.pr_first_stderr) and math.isnan(row.se("law_rho"))
+
+
+def test_fuzziness_standard_errors_follow_their_states(tmp_path: Path) -> None:
+    metrics = law_metrics(n_layers=3, quantity="fuzziness", pr0=900.0, intercept=2.5)
+    errors = standard_errors(metrics)
+    path = write_results(tmp_path, results_document("m", {"nextlaw_separation_fuzziness": metrics},
+                                                    stderrs={"nextlaw_separation_fuzziness": errors}))
+    entry = json.loads(path.read_text())["results"]["nextlaw_separation_fuzziness"]
+    (row,) = read_results_file(path).rows
+    assert dict(row.layer_stderr) == {s: entry[f"fuzziness_layer_{s:02d}_stderr,none"] for s in range(4)}
+
+
+def test_measurement_of_new_files_and_old_files(tmp_path: Path) -> None:
+    sha = "1a2b3c4d" + "e" * 56
+    new = results_document("m", {"nextlaw_equilearning": law_metrics()},
+                           measurement=measurement("/data/austen_sentences.jsonl", sha, max_tokens=256))
+    (row,) = read_results_file(write_results(tmp_path / "new", new)).rows
+    written = new["configs"]["nextlaw_equilearning"]["metadata"]["measurement"]
+    assert row.measurement.corpus == written["corpus"] and row.measurement.corpus_sha256 == sha
+    assert written["options"]["nextlaw_data"] == written["corpus"]  # the corpus names it, not the options
+    assert dict(row.measurement.options) == {k: v for k, v in written["options"].items() if k != "nextlaw_data"}
+    assert row.measurement.options["nextlaw_max_tokens"] == 256
+    assert row.measurement.corpus_label == "austen_sentences.jsonl@1a2b3c4d"
+    old = results_document("m", {"nextlaw_equilearning": law_metrics()},
+                           metadata={"nextlaw_data": "Salesforce/wikitext", "nextlaw_max_tokens": 128})
+    (row,) = read_results_file(write_results(tmp_path / "old", old)).rows
+    assert (row.measurement.corpus, row.measurement.corpus_sha256) == ("Salesforce/wikitext", None)
+    assert dict(row.measurement.options) == {"nextlaw_max_tokens": 128}  # pretrained and version are not options
+    assert row.measurement.corpus_label == "Salesforce/wikitext"
+    (plain,) = read_results_file(write_results(tmp_path / "plain", results_document("m", {"t": law_metrics()}))).rows
+    assert (plain.measurement.corpus, dict(plain.measurement.options)) == ("embedded", {})
+
+
+def test_a_malformed_measurement_is_a_clear_error(tmp_path: Path) -> None:
+    document = results_document("m", {"nextlaw_equilearning": law_metrics()}, measurement=measurement())
+    document["configs"]["nextlaw_equilearning"]["metadata"]["measurement"] = "austen"
+    path = write_results(tmp_path, document)
+    with pytest.raises(ResultsError, match="nextlaw_equilearning.*'measurement' is not a mapping") as info:
+        read_results_file(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ({"sha": None}, {"sha": None, "corpus": "/data/other.jsonl"}),
+        ({}, {"sha": "f" * 64}),
+        ({}, {"n_docs": 30}),
+        ({}, {"n_tokens": 999}),
+        ({}, {"options": {"max_tokens": 256}}),
+    ],
+    ids=["corpus", "sha256", "documents", "tokens", "options"],
+)
+def test_runs_that_measured_differently_are_separate_rows(tmp_path: Path, first: dict, second: dict) -> None:
+    base = {"corpus": "/data/austen.jsonl", "sha": "a" * 64, "n_docs": 50, "n_tokens": 4321, "options": {}}
+    for i, spec in enumerate((base | first, base | second)):
+        metrics = law_metrics(slope=-0.01 * (i + 1), n_docs=spec["n_docs"], n_tokens=spec["n_tokens"])
+        document = results_document("m", {"nextlaw_equilearning": metrics}, date=float(i),
+                                    measurement=measurement(spec["corpus"], spec["sha"], **spec["options"]))
+        write_results(tmp_path, document, f"2026-01-0{i + 1}T00-00-00.0")
+    rows = load_rows([tmp_path])
+    assert len(rows) == 2 and len({row.key for row in rows}) == 2
+    slopes = {json.loads(row.source.read_text())["results"]["nextlaw_equilearning"]["law_slope,none"] for row in rows}
+    assert {row.law_slope for row in rows} == slopes
+
+
+def test_the_same_corpus_under_another_path_is_the_same_measurement(tmp_path: Path) -> None:
+    sha = "c" * 64
+    for i, (corpus, slope) in enumerate((("/a/austen.jsonl", -0.01), ("/mnt/copy/austen.jsonl", -0.2))):
+        document = results_document("m", {"nextlaw_equilearning": law_metrics(slope=slope)}, date=float(i),
+                                    measurement=measurement(corpus, sha))
+        write_results(tmp_path, document, f"2026-01-0{i + 1}T00-00-00.0")
+    (row,) = load_rows([tmp_path])  # one key: the newer run wins
+    newest = max(tmp_path.rglob("results_*.json"), key=lambda p: json.loads(p.read_text())["date"])
+    assert row.source == newest
+    assert row.law_slope == json.loads(newest.read_text())["results"]["nextlaw_equilearning"]["law_slope,none"]
