@@ -20,13 +20,15 @@ from nextlaw_task.options import MeasurementSpec
 
 
 class NextlawModelRequired(NextlawError, RuntimeError):
-    """A nextlaw task was run by a model other than ``--model nextlaw``."""
+    """A nextlaw task was run by a model whose hidden states nextlaw cannot read (not built on HFLM)."""
 
-    def __init__(self, task: str | None) -> None:
+    def __init__(self, task: str | None, model: str | None = None) -> None:
+        which = f"`--model {model}`" if model else "this model"
         super().__init__(
-            f"task {task!r} measures hidden states and needs the nextlaw model wrapper: run it "
-            "with `--model nextlaw --model_args pretrained=MODEL` (every `hf` model_arg works "
-            "there; standard tasks in the same run score as under `--model hf`)."
+            f"task {task!r} measures hidden states, which {which} does not expose (vllm, sglang and API "
+            "models run elsewhere): run it with `--model hf --model_args pretrained=MODEL` (or `--model "
+            "nextlaw`, which adds the embedded default model); standard tasks in the same run score as "
+            "under `--model hf`."
         )
 
 

@@ -65,15 +65,12 @@ def refuse_flags(task: str, flags: Mapping[str, Any]) -> None:
 
 
 def check_model(task: str, model: Any) -> None:
-    """Only the nextlaw model wrapper measures hidden states: refuse another before it loads."""
-    if isinstance(model, str):
-        if model != "nextlaw":
-            raise NextlawModelRequired(task)
-        return
-    from nextlaw_task.harness.model import NextlawLM
+    """Only models built on lm-eval's HFLM expose hidden states: refuse another before it loads
+    (a name lm-eval does not know is left to lm-eval's own message)."""
+    from nextlaw_task.harness.adapter import is_hf_model
 
-    if model is not None and not isinstance(model, NextlawLM):
-        raise NextlawModelRequired(task)
+    if model is not None and model != "nextlaw" and is_hf_model(model) is False:
+        raise NextlawModelRequired(task, model if isinstance(model, str) else type(model).__name__)
 
 
 def check_run(arguments: Mapping[str, Any]) -> None:

@@ -185,6 +185,17 @@ def read_results_file(path: Path | str) -> ResultsFile:
         raise ResultsError(path, f"cannot read file ({err})") from None
     except json.JSONDecodeError as err:
         raise ResultsError(path, f"not an lm-eval results JSON (invalid JSON: {err})") from None
+    return parse_results(data, path)
+
+
+def rows_of(results: Mapping[str, Any], name: str = "in-memory results") -> list[NextlawRow]:
+    """The nextlaw rows of the dict ``lm_eval.simple_evaluate`` returned (in a notebook: no file needed),
+    for ``markdown_report``, ``law_figure`` and the leaderboard's ``render``; ``name`` stands for a source."""
+    return list(parse_results(json.loads(json.dumps(results, default=str)), Path(name)).rows)
+
+
+def parse_results(data: Any, path: Path) -> ResultsFile:
+    """One lm-eval results document (parsed JSON) read from ``path``; raises ResultsError if it is not one."""
     results = data.get("results") if isinstance(data, dict) else None
     if not isinstance(results, dict) or not all(isinstance(v, dict) for v in results.values()):
         raise ResultsError(path, "not an lm-eval results JSON (no 'results' mapping of tasks)")
@@ -361,7 +372,7 @@ def _file_date(path: Path, data: Mapping[str, Any]) -> float:
     match = _FILE_STAMP.search(path.name)
     if match:
         return datetime.strptime(match.group(1).split(".")[0], "%Y-%m-%dT%H-%M-%S").timestamp()
-    return path.stat().st_mtime
+    return path.stat().st_mtime if path.exists() else 0.0
 
 
 def format_number(value: float, digits: int = 6) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from lm_eval.tasks import TaskManager
 
+from nextlaw_task.harness.measure import documents_of
 from nextlaw_task.harness.messages import CorpusMeasurement
 from nextlaw_task.harness.model import ModelLoadError, NextlawLM
 from nextlaw_task.options import format_bytes
@@ -113,7 +114,7 @@ def test_memory_budget_measures_groups_of_states_in_passes(lm, caplog):
 def test_class_sums_enter_the_memory_plan(lm, caplog):
     """One-hot keeps per-class sums (distinct targets x (d + 1) per state): the plan counts them."""
     _, requests = requests_of(["nextlaw_onehot"], limit=10)
-    documents = lm._documents(requests)
+    documents = documents_of(lm, requests)
     classes = len({int(t) for d in documents for t in d.tokens[1:]})
     cells = 10  # jackknife groups: every statistic is kept per cell of documents
     scalar = 8 * (cells * (1 + 32 + 32**2) + 32)  # the Gram statistics of one state (hidden size 32, no scalar target)
@@ -139,7 +140,7 @@ def test_a_text_repeated_in_one_task_is_measured_each_time(lm, tmp_path):
     corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     _, requests = requests_of(["nextlaw_equilearning", "nextlaw_flow_previous"], limit=None,
                               metadata={"nextlaw_data": str(corpus)})
-    documents = lm._documents(requests)
+    documents = documents_of(lm, requests)
     assert len(documents) == 5  # one per occurrence, shared by the two tasks
     assert sorted(d.owners for d in documents)[0] == (("nextlaw_equilearning", 0), ("nextlaw_flow_previous", 0))
     answers = lm.loglikelihood_rolling(requests, disable_tqdm=True)

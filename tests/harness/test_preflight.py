@@ -51,9 +51,11 @@ def test_the_wrapped_run_checks_first_then_runs_with_its_arguments(tmp_path: Pat
     assert calls == [("nextlaw", "pretrained=x", ["nextlaw_equilearning"], None, {"limit": 3})]
     with pytest.raises(CorpusError):
         run("nextlaw", tasks=["nextlaw_equilearning"], metadata={"nextlaw_data": str(tmp_path / "none.txt")})
-    with pytest.raises(NextlawModelRequired, match="--model nextlaw"):
-        run("hf", tasks=["nextlaw_equilearning"])
-    assert len(calls) == 1
+    with pytest.raises(NextlawModelRequired, match="`--model vllm` does not expose .* run it with `--model hf"):
+        run("vllm", tasks=["nextlaw_equilearning"])
+    run("hf", tasks=["nextlaw_equilearning"])  # HFLM exposes hidden states: measured
+    run("steered", tasks=["nextlaw_equilearning"])
+    assert len(calls) == 3
 
 
 def test_fewshot_as_multiturn_alone_is_simple_evaluates_default_and_passes() -> None:

@@ -326,7 +326,7 @@ FAILURES = {
     "--predict_only": ("--predict_only is not for nextlaw tasks", "only output is its metrics"),
     "--use_cache": ("--use_cache is not for nextlaw tasks", "response cache cannot store"),
     "--check_integrity": ("--check_integrity is not for nextlaw tasks", "pytest suite"),
-    "--model hf": ("'nextlaw_equilearning' measures hidden states", "--model nextlaw"),
+    "--model vllm": ("'nextlaw_equilearning' measures hidden states", "`--model vllm` does not expose", "--model hf"),
     "law bound beyond the model": ("nextlaw_law_last=5 is outside the states 0..3 of this model",),
     "folds beyond the documents": ("nextlaw_folds=30, but the run measures 20 documents", "at most 20"),
 }
@@ -381,7 +381,7 @@ def bad_input_runs(tiny_model_dir, tmp_path_factory) -> dict[str, tuple[Run, Pat
         "--check_integrity": [*args(), "--check_integrity"],
         "--seed, --show_config, --max_batch_size": [*args(short), "--seed", "5,6,7,8", "--show_config",
                                                     "--batch_size", "auto", "--max_batch_size", "2"],
-        "--model hf": ["--model", "hf", *args()[2:]],
+        "--model vllm": ["--model", "vllm", *args()[2:]],
         "law bound beyond the model": args(options={"nextlaw_law_last": 5}),
         "folds beyond the documents": args(options={"nextlaw_folds": 30}),
         "--write_out, --gen_kwargs, --samples": [*args(short, limit=None), "--write_out", "--gen_kwargs", "temperature=0",
