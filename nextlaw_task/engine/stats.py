@@ -300,8 +300,12 @@ class ResidualStatistics:
             )
         d = self._hidden_size
         columns = {m: j for j, m in enumerate(self._scalar_columns)}
-        cells = {state: self.cell_sums(state) for state in self.states}
-        results = measure_cells(cells, self.cells, self.measures, columns, self.n_tokens, d, self._uneven_warning())
+        results: dict[str, MeasureResult] = {}
+        shared = self._uneven_warning()
+        for state in self.states:  # one state's cells at a time: the copies they need do not pile up
+            one = measure_cells({state: self.cell_sums(state)}, self.cells, self.measures, columns, self.n_tokens, d,
+                                () if results else shared)
+            results = {m: results[m].union(r) for m, r in one.items()} if results else one
         log_warnings(results, self._logged)
         return results
 
