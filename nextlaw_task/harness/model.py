@@ -12,6 +12,7 @@ under ``--model hf``.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import torch
@@ -41,6 +42,11 @@ def follow_harness_logging() -> None:
         ours.setLevel(min(harness.getEffectiveLevel(), ours.level or logging.CRITICAL))
 
 
+def cpu_processes() -> bool:
+    """Whether this is one of several data-parallel processes on a machine without CUDA."""
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 class NextlawLM(HFLM):
     """HFLM that also measures the prediction residual of every layer for nextlaw tasks."""
 
@@ -51,6 +57,8 @@ class NextlawLM(HFLM):
         if kwargs.get("device") in (None, "cuda") and not torch.cuda.is_available():
             logger.info("nextlaw: no CUDA device, running on the CPU")
             kwargs["device"] = "cpu"
+        if cpu_processes() and not kwargs.get("parallelize") and "device_map" not in kwargs:
+            kwargs["device_map"] = "cpu"  # HFLM would ask transformers for "cpu:0", which 4.x refuses
         try:
             super().__init__(pretrained=pretrained, **kwargs)
         except OSError as error:

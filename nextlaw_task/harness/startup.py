@@ -18,7 +18,7 @@ import types
 
 
 #: lm-eval modules after whose import ``adapter`` patches something (see ``adapter.ACTIONS``)
-WATCHED = ("lm_eval.models", "lm_eval.tasks.manager", "lm_eval.evaluator", "lm_eval.evaluator_utils",
+WATCHED = ("lm_eval.models", "lm_eval.tasks.manager", "lm_eval.tasks", "lm_eval.evaluator", "lm_eval.evaluator_utils",
            "lm_eval.models.huggingface")
 
 

@@ -110,7 +110,7 @@ class NextlawTask(ConfigurableTask):
         already hold its text (under ``doc`` and ``arguments``); a third copy would only grow them."""
         return ""
 
-    def fewshot_context(self, doc: dict, num_fewshot: int, **kwargs: Any) -> str:
+    def fewshot_context(self, doc: dict, num_fewshot: int, *args: Any, **kwargs: Any) -> str:
         return ""
 
     def construct_requests(self, doc: dict, ctx: Any, **kwargs: Any) -> NextlawRequest:

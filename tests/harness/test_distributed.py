@@ -14,9 +14,8 @@ import subprocess
 
 import pytest
 import torch
-from lm_eval.tasks import TaskManager
 
-from tiny import MIXED_TASKS, mixed_run_args
+from tiny import MIXED_TASKS, load_tasks, mixed_run_args
 from lm_eval_cli import BIN, metrics_of, offline_env, results_of, stderrs_of
 from nextlaw_task.options import OptionError
 
@@ -62,7 +61,7 @@ def test_two_ranks_give_the_one_process_metrics(two_process_run, batch1_run):
 
 def test_fewer_documents_than_ranks_is_refused_before_any_pass():
     """A rank without documents would leave the others waiting in the all-reduce."""
-    task = TaskManager(include_defaults=False).load(["nextlaw_equilearning"])["tasks"]["nextlaw_equilearning"]
+    task = load_tasks(["nextlaw_equilearning"])["tasks"]["nextlaw_equilearning"]
     with pytest.raises(OptionError, match="3 documents for 4 data-parallel processes"):
         task.build_all_requests(limit=3, rank=3, world_size=4)
     task.build_all_requests(limit=4, rank=3, world_size=4)

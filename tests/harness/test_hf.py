@@ -88,7 +88,7 @@ def steering(model_dir: Path, path: Path) -> dict:
     """A steering file for lm-eval's ``steered`` model: add a fixed vector to block 1's output."""
     hidden = tf.AutoConfig.from_pretrained(model_dir).hidden_size
     vector = torch.linspace(-1.0, 1.0, hidden)
-    config = {"layers.1": {"action": "add", "steering_vector": vector, "steering_coefficient": 3.0}}
+    config = {"layers.1": {"action": "add", "steering_vector": vector, "steering_coefficient": 3.0, "bias": None}}
     torch.save(config, path)
     return config
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from lm_eval.tasks import TaskManager
 
+from tiny import load_tasks
 from nextlaw_task.harness.measure import documents_of
 from nextlaw_task.harness.messages import CorpusMeasurement
 from nextlaw_task.harness.model import ModelLoadError, NextlawLM
@@ -18,7 +18,7 @@ def lm(tiny_model_dir):
 
 
 def requests_of(names, limit, metadata=None):
-    tasks = TaskManager(include_defaults=False, metadata=metadata or {}).load(names)["tasks"]
+    tasks = load_tasks(names, metadata)["tasks"]
     requests = []
     for task in tasks.values():
         task.build_all_requests(limit=limit)
