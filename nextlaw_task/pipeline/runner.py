@@ -12,7 +12,6 @@ the memory budget (``memory.plan_memory``), the corpus is run once per range of 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -24,7 +23,7 @@ from nextlaw_task.engine.metrics import task_metrics, task_stderrs
 from nextlaw_task.engine.reduce import all_reduce_counts, all_reduce_ints, all_reduce_statistics
 from nextlaw_task.engine.stats import ResidualStatistics, compute_shared
 from nextlaw_task.errors import MeasurementError
-from nextlaw_task.options import DEFAULT_JACKKNIFE_GROUPS, MeasurementSpec
+from nextlaw_task.options import MeasurementSpec
 from nextlaw_task.pipeline.capture import StateLayout, run_decoder
 from nextlaw_task.pipeline.normalize import FinalNorm, normalize_states
 from nextlaw_task.pipeline.plan import BatchPlan, Document, Pool, distinct_targets, plan_batch
@@ -119,14 +118,13 @@ class RunSettings:
             class_slots=self.class_slots[index] if self.class_slots else 0,
         )
 
-    def batch_key(self, document: Document) -> tuple[int, int]:
-        """Sort key of the documents before batching: by cell of documents (a batch of one cell makes one
-        Gram update per state, not one per cell), then longest first (little padding). The cells of the
-        default jackknife are always among the keys, so that turning the jackknife off leaves the batches,
-        hence every float32 hidden state and every point estimate, exactly as they were."""
-        cells = math.lcm(DEFAULT_JACKKNIFE_GROUPS, *(cell_count(p.folds, p.groups) for p in self.pools))
-        index = document.owners[0][1] if document.owners else 0
-        return index % cells, -len(document.tokens)
+    @staticmethod
+    def batch_key(document: Document) -> int:
+        """Sort key of the documents before batching: longest first, so batches hold documents of similar
+        length (little padding). It does not depend on folds or jackknife groups: turning either on or
+        off leaves the batches, hence every float32 hidden state and every point estimate, as they were;
+        each batch's rows are split over the cells of documents inside the accumulator."""
+        return -len(document.tokens)
 
     def cells_note(self) -> str:
         """How the jackknife groups and held-out folds multiply the statistics, for the log line."""
