@@ -35,6 +35,13 @@ logger = logging.getLogger(__name__)
 SUPPORTED = ((0, 4, 9), (0, 4, 13))
 
 
+def _patch(owner: Any, name: str, replacement: Any) -> None:
+    """Put ``replacement`` in place of ``owner.name`` (keeping its docstring), marked so that it is patched once."""
+    replacement.__doc__ = getattr(owner, name).__doc__
+    replacement._nextlaw = True
+    setattr(owner, name, replacement)
+
+
 def lm_eval_version() -> tuple[int, ...]:
     """The installed lm-eval release as numbers (0, 4, 13); () when unknown."""
     from importlib.metadata import PackageNotFoundError, version
@@ -92,8 +99,7 @@ def register_model(module: types.ModuleType) -> None:
             registry.MODEL_REGISTRY["nextlaw"] = NextlawLM
         return original(model_name)
 
-    get_model._nextlaw = True
-    registry.get_model = get_model
+    _patch(registry, "get_model", get_model)
 
 
 def include_old_tasks(module: types.ModuleType) -> None:
@@ -114,8 +120,7 @@ def include_old_tasks(module: types.ModuleType) -> None:
             config = {**config, "metadata": {**own, **self.metadata}}
         return config
 
-    _get_config._nextlaw = True
-    manager._get_config = _get_config
+    _patch(manager, "_get_config", _get_config)
 
 
 def include_tasks(module: types.ModuleType) -> None:
@@ -132,9 +137,7 @@ def include_tasks(module: types.ModuleType) -> None:
             paths.insert(0, ours)
         original(self, *args, include_path=paths, **kwargs)
 
-    __init__.__doc__ = original.__doc__
-    __init__._nextlaw = True
-    manager.__init__ = __init__
+    _patch(manager, "__init__", __init__)
 
 
 def guard_runs(module: types.ModuleType) -> None:
@@ -165,9 +168,7 @@ def report_stderrs(module: types.ModuleType) -> None:
             return corpus_stderr if bootstrap_iters > 0 else None
         return original(metric, bootstrap_iters)
 
-    stderr_for_metric.__doc__ = original.__doc__
-    stderr_for_metric._nextlaw = True
-    module.stderr_for_metric = stderr_for_metric
+    _patch(module, "stderr_for_metric", stderr_for_metric)
 
 
 def measure_with_hflm(module: types.ModuleType) -> None:
@@ -193,9 +194,7 @@ def measure_with_hflm(module: types.ModuleType) -> None:
                 answers[i] = value
         return answers
 
-    loglikelihood_rolling.__doc__ = original.__doc__
-    loglikelihood_rolling._nextlaw = True
-    hflm.loglikelihood_rolling = loglikelihood_rolling
+    _patch(hflm, "loglikelihood_rolling", loglikelihood_rolling)
 
 
 def forward_context(lm: Any) -> contextlib.AbstractContextManager:
