@@ -35,6 +35,12 @@ logger = logging.getLogger(__name__)
 SUPPORTED = ((0, 4, 9), (0, 4, 13))
 
 
+def _unpatched(owner: Any, name: str) -> Any:
+    """``owner.name`` as lm-eval defined it, or None when nextlaw has patched it already."""
+    value = getattr(owner, name)
+    return None if getattr(value, "_nextlaw", False) else value
+
+
 def _patch(owner: Any, name: str, replacement: Any) -> None:
     """Put ``replacement`` in place of ``owner.name`` (keeping its docstring), marked so that it is patched once."""
     replacement.__doc__ = getattr(owner, name).__doc__
@@ -88,8 +94,8 @@ def register_model(module: types.ModuleType) -> None:
         if "nextlaw" not in registry.model_registry:
             registry.model_registry.register("nextlaw", target="nextlaw_task.harness.model:NextlawLM")
         return
-    original = registry.get_model
-    if getattr(original, "_nextlaw", False):
+    original = _unpatched(registry, "get_model")
+    if original is None:
         return
 
     def get_model(model_name: str):
@@ -109,8 +115,8 @@ def include_old_tasks(module: types.ModuleType) -> None:
     if manager is None or manager.__module__ != module.__name__:
         return  # 0.4.12 and later: lm_eval.tasks.manager, handled by include_tasks
     include_tasks(module)
-    original = manager._get_config
-    if getattr(original, "_nextlaw", False):
+    original = _unpatched(manager, "_get_config")
+    if original is None:
         return
 
     def _get_config(self, name):
@@ -126,8 +132,8 @@ def include_old_tasks(module: types.ModuleType) -> None:
 def include_tasks(module: types.ModuleType) -> None:
     """Make every TaskManager scan nextlaw's task folder too."""
     manager = module.TaskManager
-    original = manager.__init__
-    if getattr(original, "_nextlaw", False):
+    original = _unpatched(manager, "__init__")
+    if original is None:
         return
 
     def __init__(self, *args, include_path=None, **kwargs):
@@ -159,8 +165,8 @@ def report_stderrs(module: types.ModuleType) -> None:
     lm-eval asks ``stderr_for_metric`` for the aggregation's error function, and knows only its own."""
     from nextlaw_task.harness.values import corpus_stderr, corpus_value
 
-    original = module.stderr_for_metric
-    if getattr(original, "_nextlaw", False):
+    original = _unpatched(module, "stderr_for_metric")
+    if original is None:
         return
 
     def stderr_for_metric(metric, bootstrap_iters):
@@ -174,8 +180,8 @@ def report_stderrs(module: types.ModuleType) -> None:
 def measure_with_hflm(module: types.ModuleType) -> None:
     """Let every HFLM (and subclass) measure nextlaw requests; all others go to its own rolling loglikelihood."""
     hflm = module.HFLM
-    original = hflm.loglikelihood_rolling
-    if getattr(original, "_nextlaw", False):
+    original = _unpatched(hflm, "loglikelihood_rolling")
+    if original is None:
         return
 
     def loglikelihood_rolling(self, requests: list, disable_tqdm: bool = False) -> list[Any]:
