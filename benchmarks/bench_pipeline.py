@@ -12,6 +12,7 @@ repeats, and the RSS growth at scale is taken against the smallest, so that it i
 - (a)     ``nextlaw_equilearning`` through the real ``lm_eval`` command (the time the wrapper logs
           for running the documents and solving);
 - (a0)    (a) with ``nextlaw_jackknife_groups: 0``: no standard errors (its PRs must equal (a)'s);
+- (afast) (a) with ``nextlaw_precision: fast``: float32 products, checked (its PRs within 1e-6 of (a)'s);
 - (floor) a plain loop over the same batches through the model's base network, nothing captured;
 - (b)     ``--model hf`` with a loglikelihood_rolling task on the same documents;
 - (c)     the authors' brute force: the base network with ``output_hidden_states``, every state's
@@ -52,10 +53,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 LOGGED = re.compile(r"nextlaw: measured (\d+) documents, (\d+) tokens in ([0-9.]+) s")
 PR_KEY = re.compile(r"^pr_layer_(\d+),none$")
-RUNS = ("a", "a0", "floor", "b", "c", "group", "scale", "big")
+RUNS = ("a", "a0", "afast", "floor", "b", "c", "group", "scale", "big")
 TARGETS = (
     ("a / floor", "<=", 1.15),
     ("a / a0", "<=", 1.10),
+    ("afast / floor", "<=", 1.06),
     ("a / b", "<=", 1.0),
     ("c / a", ">=", 5.0),
     ("RSS growth of a at scale", "<", 0.10),
@@ -64,7 +66,7 @@ TARGETS = (
     ("peak RSS on the big corpus, a / b", "<=", 1.0),
 )
 #: runs on the base corpus made ``--repeats`` times (interleaved): the targets closest to noise
-REPEATED = ("a", "a0", "floor", "group")
+REPEATED = ("a", "a0", "afast", "floor", "group")
 #: glibc's setting for the runs "a pinned": blocks over 1 MiB are mapped and unmapped, never kept in the heap
 PINNED_MMAP = {"MALLOC_MMAP_THRESHOLD_": str(2**20)}
 #: Llama shapes with random weights: hidden size, MLP size, blocks, attention heads
@@ -314,6 +316,7 @@ def ratios_of(runs: dict, scale: int) -> dict[str, float]:
     pairs = {
         "a / floor": ("a", "floor"),
         "a / a0": ("a", "a0"),
+        "afast / floor": ("afast", "floor"),
         "a / b": ("a", "b"),
         "c / a": ("c", "a"),
         "group / a": ("group", "a"),
@@ -413,6 +416,7 @@ def main() -> None:
     steps = {
         "a": lambda: run_lm_eval("nextlaw_equilearning", base, args),
         "a0": lambda: run_lm_eval("nextlaw_equilearning", base, args, options={"nextlaw_jackknife_groups": 0}),
+        "afast": lambda: run_lm_eval("nextlaw_equilearning", base, args, options={"nextlaw_precision": "fast"}),
         "floor": lambda: run_worker("floor", base, args),
         "b": lambda: run_worker("hf", base, args),
         "c": lambda: brute_force(base, None),
@@ -444,7 +448,7 @@ def main() -> None:
     ratios = ratios_of(runs, args.scale)
     agreement = {
         f"{c} vs {a}": largest_pr_difference(runs[a], runs[c])
-        for a, c in (("a", "c"), (f"a {scaled}", f"c {scaled}"), ("a", "a0"))
+        for a, c in (("a", "c"), (f"a {scaled}", f"c {scaled}"), ("a", "a0"), ("a", "afast"))
         if "pr" in runs.get(a, {}) and "pr" in runs.get(c, {})
     }
     report = {
@@ -459,7 +463,7 @@ def main() -> None:
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2))
     markdown = table(runs, ratios)
     if agreement:
-        markdown += "\n\nLargest relative PR difference, brute force (c) or no jackknife (a0) vs nextlaw (a): " + ", ".join(
+        markdown += "\n\nLargest relative PR difference, brute force (c), no jackknife (a0) or fast precision (afast) vs nextlaw (a): " + ", ".join(
             f"{name} {value:.1e}" for name, value in agreement.items()
         )
     markdown += f"\n\nThe benchmark took {report['benchmark_minutes']:.1f} min in all."

@@ -21,7 +21,7 @@ from typing import Any
 
 from nextlaw_task.corpus import CorpusSource
 from nextlaw_task.errors import NextlawError
-from nextlaw_task.schema import HELDOUT_MEASURES, MEASURES, NORMALIZATIONS, TARGETS, Target, resolve_state
+from nextlaw_task.schema import HELDOUT_MEASURES, MEASURES, NORMALIZATIONS, PRECISIONS, TARGETS, Target, resolve_state
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class MeasurementSpec:
     sample: int | None = None
     memory_budget: int | None = None
     jackknife_groups: int = DEFAULT_JACKKNIFE_GROUPS
+    precision: str = "float64"
 
     def states(self, n_layers: int) -> tuple[int, ...]:
         """The state indices measured for a model with ``n_layers`` blocks (states 0..L)."""
@@ -163,6 +164,13 @@ def _as_normalization(key: str, value: Any) -> str:
     return how
 
 
+def _as_precision(key: str, value: Any) -> str:
+    precision = str(value).strip().lower()
+    if precision not in PRECISIONS:
+        raise OptionError(f"{key}={value!r}: choose one of {', '.join(PRECISIONS)}")
+    return precision
+
+
 def _as_seed(key: str, value: Any) -> int:
     seed = _as_int(key, value)
     if not 0 <= seed < 2**64:
@@ -240,6 +248,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("nextlaw_jackknife_groups", "jackknife_groups", _as_groups, "10",
            "standard errors by a delete-one-group jackknife over documents in G groups (document index % G); "
            "0 turns them off (so does `bootstrap_iters=0` in `simple_evaluate`)"),
+    Option("nextlaw_precision", "precision", _as_precision, "`float64`",
+           "`fast`: the Gram updates of in-sample `id` / `shuffled_id` tasks from float32 products (TF32 tensor "
+           "cores on a GPU); each state's PR deviation from float64 is checked on a float64 sample of the rows, "
+           "logged, and a state over 1e-6 is measured again in float64 (one more pass); other tasks and "
+           "data-parallel runs stay in float64"),
     Option("nextlaw_memory_budget", "memory_budget", parse_bytes, "GPU: half the free GPU memory; CPU: no limit",
            "memory the float64 statistics may take (`8GiB`, `500MB`); beyond it the states are split into "
            "contiguous ranges that each fit, one pass over the corpus per range (k passes cost about (k+1)/2 "

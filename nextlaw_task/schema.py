@@ -65,6 +65,8 @@ TARGETS: dict[str, Target] = {
 }
 
 NORMALIZATIONS: tuple[str, ...] = ("initialized_ln", "none", "standardize")
+#: How the statistics multiply: every product in float64, or float32 products checked per state (``engine.precision``).
+PRECISIONS: tuple[str, ...] = ("float64", "fast")
 
 #: The law's metrics, in display order (``nextlaw_task.engine.law`` computes them).
 LAW_METRICS: tuple[str, ...] = (

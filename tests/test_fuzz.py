@@ -57,6 +57,7 @@ _values = {
     "nextlaw_law_first": _int_like | _any,
     "nextlaw_law_last": _int_like | _any,
     "nextlaw_seed": _int_like | _any,
+    "nextlaw_precision": st.sampled_from(["float64", " FAST ", "fast", "float32", "half", ""]) | _any,
     "nextlaw_memory_budget": st.sampled_from(["8GiB", "500 mb", "1e9", "1e999", "0", "-1GB", "2 parsecs", ".5kib"])
     | _int_like
     | _any,

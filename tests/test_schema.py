@@ -73,12 +73,12 @@ def test_every_option_sets_its_field() -> None:
         "nextlaw_data": "/tmp/corpus.jsonl", "nextlaw_split": "validation", "nextlaw_text_field": "body",
         "nextlaw_sample": "30", "nextlaw_max_tokens": "64", "nextlaw_layers": "every:2", "nextlaw_normalize": "none",
         "nextlaw_folds": "3", "nextlaw_law_first": "2", "nextlaw_law_last": "-2", "nextlaw_seed": "5",
-        "nextlaw_jackknife_groups": "20", "nextlaw_memory_budget": "1KiB",
+        "nextlaw_jackknife_groups": "20", "nextlaw_precision": " FAST ", "nextlaw_memory_budget": "1KiB",
     }
     assert set(values) == set(KNOWN_KEYS)
     spec = build_spec("t", {}, values)
     assert [getattr(spec, o.field) for o in OPTIONS] == [
-        "/tmp/corpus.jsonl", "validation", "body", 30, 64, "every:2", "none", 3, 2, -2, 5, 20, 1024
+        "/tmp/corpus.jsonl", "validation", "body", 30, 64, "every:2", "none", 3, 2, -2, 5, 20, "fast", 1024
     ]
     source = spec.corpus_source()
     assert (source.location, source.split, source.text_field, source.sample, source.seed) == (

@@ -45,10 +45,7 @@ class CellLayout:
     def folds(self, cells: Sequence[Sums]) -> list[Sums]:
         """The fold sums (one total when in-sample)."""
         n_folds = max(self.n_folds, 1)
-        folds = list(cells[:n_folds])
-        for c in range(n_folds, len(cells)):
-            folds[c % n_folds] = folds[c % n_folds] + cells[c]
-        return folds
+        return [Sums.total(cells[k::n_folds]) for k in range(n_folds)]
 
     def without_group(self, cells: Sequence[Sums], folds: Sequence[Sums], group: int) -> list[Sums]:
         """The fold sums with group ``group``'s documents left out: its few cells subtracted from ``folds``."""

@@ -85,9 +85,9 @@ class _Features:
     def of(cls, sums: Sums) -> _Features:
         d = sums.hidden_size
         x, xx = sums.z[:d], sums.zz[:d, :d]
-        mean = x / sums.n
-        sxx = xx - torch.outer(x, mean)
-        return cls(sums.n, mean, (sxx + sxx.T) * 0.5, xx.diagonal())
+        # xx - x x' / n: exactly symmetric, as x_i x_j = x_j x_i in floating point
+        alpha = -1.0 / sums.n if sums.n else 0.0  # no samples: no centering (the measures say so first)
+        return cls(sums.n, x / sums.n, torch.addr(xx, x, x, alpha=alpha), xx.diagonal())
 
     def solver(self) -> GramSolver:
         return GramSolver(self.sxx, self.raw_diag)

@@ -50,7 +50,7 @@ class GramSolver:
         self.scale = diag[self.keep].rsqrt()
         kept = gram if self.n_constant == 0 else gram[self.keep][:, self.keep]
         # Cholesky and eigh read one triangle of the symmetric matrix: no symmetrizing copy is needed
-        scaled = kept * torch.outer(self.scale, self.scale)
+        scaled = torch.mul(kept, self.scale[:, None]).mul_(self.scale)
         self._factor: Tensor | None = None
         self._basis: Tensor | None = None
         self._inverse_eigenvalues: Tensor | None = None
@@ -59,6 +59,11 @@ class GramSolver:
             self.method, self.rank = "none", 0
         elif not self._try_cholesky(scaled):
             self._eigh(scaled)
+
+    @property
+    def factor(self) -> Tensor | None:
+        """The Cholesky factor L of the scaled Gram matrix of the kept columns (None when eigh was used)."""
+        return self._factor
 
     def _try_cholesky(self, scaled: Tensor) -> bool:
         factor, info = torch.linalg.cholesky_ex(scaled)

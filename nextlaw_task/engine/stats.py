@@ -10,14 +10,11 @@ float64 on the features' device, about a fixed shift s (the first batch's mean, 
 - for ``onehot`` / ``separation_fuzziness``: per-class counts and sums of (x - s), only for the
   token ids actually seen (slots are assigned as ids arrive and shared by all states).
 
-Features are converted to float64 before the shift is subtracted, and the update fills only the
-upper block triangle of the symmetric matrix (``sums.add_gram``; TF32 and reduced precision never
-touch float64 matmuls). Memory is O(d^2) per state and fold, independent of the number of samples,
-plus O(classes x d) for the class measures. In scikit-learn's manner the accumulator has
-``partial_fit`` (add a batch), ``merge`` (add another accumulator) and ``sums`` (read the totals);
-``compute`` turns the sums into measures. Cross-process reduction is ``engine.reduce``; a row set
-that differs from another in a few rows is measured from both accumulators' public sums by
-:func:`compute_shared`.
+Features are converted to float64 before the shift is subtracted; the update fills the upper block
+triangle of the symmetric matrix (``sums.add_gram``; TF32 and reduced precision never touch float64
+matmuls). Memory is O(d^2) per state and cell, whatever the number of samples, plus
+O(classes x d) for the class measures. In scikit-learn's manner the accumulator has ``partial_fit``,
+``merge`` and ``sums``; ``compute`` turns the sums into measures. ``engine.reduce`` adds ranks' sums.
 """
 
 from __future__ import annotations
@@ -30,8 +27,9 @@ from torch import Tensor
 from nextlaw_task.engine import checks
 from nextlaw_task.engine.jackknife import CellLayout, measure_cells
 from nextlaw_task.engine.measures import MeasureResult, log_warnings
-from nextlaw_task.engine.sums import F64, ClassIndex, StateSums, Sums, add_gram
-from nextlaw_task.schema import CLASS_MEASURES, SCALAR_MEASURES
+from nextlaw_task.engine.precision import FastGram, checked_deviation
+from nextlaw_task.engine.sums import F64, ClassIndex, StateSums, Sums
+from nextlaw_task.schema import CLASS_MEASURES, PRECISIONS, SCALAR_MEASURES
 
 
 class ResidualStatistics:
@@ -52,9 +50,15 @@ class ResidualStatistics:
     device: where the statistics live; None = the device of the first features seen.
     extra_columns: number of further float columns kept after the scalar targets, given per row
         by ``partial_fit(..., extra=...)``: targets of other row sets that share these features,
-        measured by :func:`compute_shared` (their sums ride on this Gram update at little cost).
+        measured by :func:`engine.shared.compute_shared` (their sums ride on this Gram update at little cost).
     class_slots: class slots each state reserves up front (the distinct targets expected, when known:
         the memory plan counts them); more are added, geometrically, when more classes arrive.
+    gather_rows: rows each cell of a state gathers before its Gram update (0: every batch updates at
+        once). Batches of few rows per cell then cost one larger GEMM instead of many small ones, each
+        rewriting the cell's whole matrix; the rows wait in float64 (``memory_bytes`` counts them) and
+        are added whenever the sums are read, so the results do not depend on it beyond rounding.
+    precision: ``float64`` or ``fast`` (float32 products, their cost in PR checked per state by
+        ``checked_deviations``: ``engine.precision``; in-sample scalar measures only).
     check_values: check every batch's target range and finiteness in ``partial_fit`` (each check
         waits for the device). A caller that checks its targets once per batch for all states, and
         calls ``non_finite_states()`` after the batch, turns it off; ``compute()`` always refuses
@@ -73,6 +77,8 @@ class ResidualStatistics:
         extra_columns: int = 0,
         class_slots: int = 0,
         n_groups: int = 0,
+        gather_rows: int = 0,
+        precision: str = "float64",
     ) -> None:
         self.states = checks.states_list(states)
         self.measures = checks.measures_list(measures)
@@ -91,6 +97,14 @@ class ResidualStatistics:
             raise ValueError(f"extra_columns must be an int >= 0, got {extra_columns!r}")
         self.extra_columns = extra_columns
         self.class_slots = max(0, int(class_slots))
+        if not isinstance(gather_rows, int) or gather_rows < 0:
+            raise ValueError(f"gather_rows must be an int >= 0, got {gather_rows!r}")
+        self.gather_rows = gather_rows
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision == "fast" and (set(self.measures) - set(SCALAR_MEASURES) or self.n_folds or extra_columns):
+            raise ValueError("precision='fast' checks in-sample id and shuffled_id fits without extra columns only")
+        self.precision = precision
         self._hidden_size: int | None = None
         self._stats: dict[int, StateSums] = {}
         self._classes: ClassIndex | None = None
@@ -137,12 +151,13 @@ class ResidualStatistics:
     @staticmethod
     def memory_bytes(
         n_states: int, hidden_size: int, measures: Sequence[str], n_folds: int, n_classes: int = 0,
-        extra_columns: int = 0, n_groups: int = 0,
+        extra_columns: int = 0, n_groups: int = 0, gather_rows: int = 0, precision: str = "float64",
     ) -> int:
-        """Bytes of statistics for ``n_states`` states (float64), excluding one batch's float64 copy."""
+        """Bytes of statistics for ``n_states`` states (float64), gathered rows included, excluding one
+        batch's float64 copy."""
         folds = CellLayout(n_folds, n_groups).n_cells
         size = hidden_size + sum(m in SCALAR_MEASURES for m in measures) + extra_columns
-        per_state = folds * (1 + size + size * size) + size
+        per_state = folds * (1 + size + size * size + gather_rows * size) + size + (precision == "fast") * size * size
         if any(m in CLASS_MEASURES for m in measures):
             per_state += folds * n_classes * (hidden_size + 1)
         return 8 * n_states * per_state
@@ -160,7 +175,7 @@ class ResidualStatistics:
 
         ``extra`` (n, extra_columns) holds the extra columns' values. ``sign=-1`` subtracts the
         batch instead: the sums then describe a row set minus these rows (scalar measures only),
-        which :func:`compute_shared` adds to another accumulator's rows.
+        which :func:`engine.shared.compute_shared` adds to another accumulator's rows.
         """
         features, targets, documents = checks.batch(
             state, self.states, self._hidden_size, self._split_by, features, targets, documents
@@ -176,17 +191,16 @@ class ResidualStatistics:
             return self
         device = self._device or features.device
         targets = targets.to(device)
-        fold = None
-        if self._cells > 1:
-            fold = documents.to(device).remainder(self._cells)
-            order = torch.argsort(fold, stable=True)
-            features, targets, fold = features[order.to(features.device)], targets[order], fold[order]
-            extra = None if extra is None else extra[order.to(extra.device)]
-        z = self._augmented(features, targets, device, extra)
+        fold = None if self._cells == 1 else documents.to(device).remainder(self._cells)
         entry = self._stats.get(state)
+        # unsplit rows are written straight among the state's pending rows when they fit there
+        room = entry.slot(0, features.shape[0]) if entry is not None and fold is None and sign == 1 else None
+        z = self._augmented(features, targets, device, extra, None if entry is None else entry.shift, room)
         shift = entry.shift if entry is not None else z.mean(0)
-        z.sub_(shift)
-        column_sums = z.sum(0)
+        if entry is None:
+            z.sub_(shift)
+        # the column sums of split rows are taken per cell in _accumulate; checking needs them first
+        column_sums = z.sum(0) if fold is None or self.check_values else None
         if self.check_values:
             checks.finite(state, features, column_sums)
         self._device, self._hidden_size = device, features.shape[1]
@@ -194,22 +208,42 @@ class ResidualStatistics:
             entry = self._stats[state] = StateSums.empty(
                 shift, self._cells, self._hidden_size, self._with_classes, self.class_slots
             )
-        self._accumulate(entry, z, column_sums, fold, sign)
+            entry.gather(self.gather_rows)
+            if self.precision == "fast":
+                entry.fast = FastGram(z.shape[1], device)
+        if room is not None:
+            entry.n[0] += z.shape[0]
+            entry.z[0].add_(column_sums)
+            entry.commit(0, z.shape[0])
+        else:
+            self._accumulate(entry, z, column_sums, fold, sign)
         if self._with_classes:
             self._accumulate_classes(entry, z, targets, fold)
         entry.count += sign * z.shape[0]
         return self
 
-    def _augmented(self, features: Tensor, targets: Tensor, device: torch.device, extra: Tensor | None) -> Tensor:
-        """[features, scalar targets, extra columns] as one (n, d + m + k) float64 matrix on ``device``."""
+    def _augmented(
+        self, features: Tensor, targets: Tensor, device: torch.device, extra: Tensor | None, shift: Tensor | None,
+        out: Tensor | None = None,
+    ) -> Tensor:
+        """[features, scalar targets, extra columns] - ``shift`` (when given) as one (n, d + m + k) float64
+        matrix on ``device`` (written into ``out`` when given); the features are converted, copied and
+        shifted in one pass where they lie."""
         n, d = features.shape
         columns = self._scalar_columns
-        z = torch.empty(n, d + len(columns) + self.extra_columns, dtype=F64, device=device)
-        z[:, :d].copy_(features)
+        z = torch.empty(n, d + len(columns) + self.extra_columns, dtype=F64, device=device) if out is None else out
+        if shift is not None and features.device == z.device:
+            torch.sub(features, shift[:d], out=z[:, :d])
+        else:
+            z[:, :d].copy_(features)
+            if shift is not None:
+                z[:, :d].sub_(shift[:d])
         for j, measure in enumerate(columns):
             z[:, d + j] = targets if measure == "id" else self._permuted(targets)
         if extra is not None:
             z[:, d + len(columns) :].copy_(extra)
+        if shift is not None:
+            z[:, d:].sub_(shift[d:])
         return z
 
     def _permuted(self, targets: Tensor) -> Tensor:
@@ -231,18 +265,28 @@ class ResidualStatistics:
         finite = torch.stack([torch.isfinite(self._stats[s].z).all() for s in fed]).tolist()
         return [s for s, ok in zip(fed, finite) if not ok]
 
-    def _accumulate(self, entry: StateSums, z: Tensor, column_sums: Tensor, fold: Tensor | None, sign: int) -> None:
+    def _accumulate(self, entry: StateSums, z: Tensor, column_sums: Tensor | None, fold: Tensor | None, sign: int) -> None:
         if fold is None:
             entry.n[0] += sign * z.shape[0]
             entry.z[0].add_(column_sums, alpha=sign)
-            add_gram(entry.zz[0], z, sign=sign)
+            entry.update(0, z, sign)
             return
-        sizes = torch.bincount(fold, minlength=self._cells).tolist()
-        for k, block in enumerate(torch.split(z, sizes)):
-            if block.shape[0]:
-                entry.n[k] += sign * block.shape[0]
-                entry.z[k].add_(block.sum(0), alpha=sign)
-                add_gram(entry.zz[k], block, sign=sign)
+        counts = torch.bincount(fold, minlength=self._cells)
+        entry.n.add_(counts.to(F64), alpha=sign)
+        order = torch.argsort(fold, stable=True)
+        sizes = counts.tolist()
+        gathered = sign == 1 and max(sizes) <= entry.capacity
+        blocks = torch.split(order, sizes) if gathered else torch.split(z[order], sizes)
+        for k, block in enumerate(blocks):
+            if not block.shape[0]:
+                continue
+            if gathered:  # each cell's rows are copied among its pending rows, in document order
+                room = entry.slot(k, block.shape[0])
+                block = torch.index_select(z, 0, block, out=room)
+                entry.commit(k, block.shape[0])
+            entry.z[k].add_(block.sum(0), alpha=sign)
+            if not gathered:
+                entry.update(k, block, sign)
 
     def _accumulate_classes(self, entry: StateSums, z: Tensor, targets: Tensor, fold: Tensor | None) -> None:
         if self._classes is None:
@@ -260,6 +304,9 @@ class ResidualStatistics:
         """Add ``other``'s statistics: the result equals one accumulator that saw both streams."""
         if not isinstance(other, ResidualStatistics):
             raise ValueError(f"can only merge another ResidualStatistics, got {type(other).__name__}")
+        if "fast" in (self.precision, other.precision):
+            raise ValueError("fast-precision statistics are checked per accumulator and cannot be merged: "
+                             "use precision='float64'")
         if other._config() != self._config():
             raise ValueError(
                 "cannot merge accumulators with different configurations "
@@ -308,6 +355,13 @@ class ResidualStatistics:
             results = {m: results[m].union(r) for m, r in one.items()} if results else one
         log_warnings(results, self._logged)
         return results
+
+    def checked_deviations(self) -> dict[int, float]:
+        """Per state fed, the checked PR deviation of the fast sums (``engine.precision``); empty in float64."""
+        if self.precision != "fast":
+            return {}
+        return {state: checked_deviation(Sums.total(self.cell_sums(state)), entry.fast, self._scalar_columns, state)
+                for state, entry in self._stats.items()}
 
     def sums(self, state: int, columns: Sequence[int] | None = None, about: Tensor | None = None) -> list[Sums]:
         """The totals of ``state``, one :class:`Sums` per fold (one when in-sample).
@@ -394,44 +448,3 @@ class ResidualStatistics:
             return ()
         listed = ", ".join(f"state {s}: {n}" for s, n in counts.items())
         return (f"states saw different numbers of samples ({listed}): feed every state the same batches",)
-
-
-def compute_shared(base: ResidualStatistics, edges: ResidualStatistics, column: int) -> MeasureResult:
-    """The ``id`` measure of a row set that shares ``base``'s features, from public sums only.
-
-    That row set's sums are ``base``'s (its features and extra column ``column``, which holds the
-    set's target on base's rows) plus those of ``edges``: an in-sample ``id`` accumulator of the
-    same states fed the rows the set adds and, with ``sign=-1``, the rows it lacks. Only the few
-    rows where the sets differ then cost a Gram update of their own; the result equals an
-    accumulator fed the row set itself.
-    """
-    if base.n_folds or not 0 <= column < base.extra_columns:
-        raise ValueError(
-            f"compute_shared needs an in-sample base accumulator and one of its {base.extra_columns} extra columns, "
-            f"got {column!r}"
-        )
-    if edges.measures != ("id",) or edges.n_folds or edges.states != base.states or edges.n_groups != base.n_groups:
-        raise ValueError("edges must be an in-sample accumulator of the id measure over the same states and groups")
-    bad = sorted(set(base.non_finite_states()) | set(edges.non_finite_states()))
-    if bad:
-        raise ValueError(f"states {bad}: the statistics hold NaN or infinite sums: NaN or infinite features were fed")
-    d = base.hidden_size if base.hidden_size is not None else edges.hidden_size
-    if d is None:
-        raise ValueError("compute_shared() needs statistics: call partial_fit first")
-    if base.hidden_size is None:
-        totals = {state: edges.cell_sums(state) for state in base.states}
-    else:
-        kept = [*range(d), base.column_of(column)]
-        totals = {}
-        for state in base.states:
-            mine = base.cell_sums(state, columns=kept)
-            shift = base.shift(state)
-            if shift is not None and edges.shift(state) is not None:
-                mine = [a + b for a, b in zip(mine, edges.cell_sums(state, about=shift[kept]))]
-            elif edges.shift(state) is not None:
-                mine = edges.cell_sums(state)
-            totals[state] = mine
-    n_tokens = int(round(max(sum(c.n for c in cells) for cells in totals.values())))
-    results = measure_cells(totals, base.cells, ("id",), {"id": 0}, n_tokens, d)
-    log_warnings(results, set())
-    return results["id"]

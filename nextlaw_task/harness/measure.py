@@ -18,6 +18,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import Collator
 from tqdm import tqdm
 
+from nextlaw_task.engine.precision import FAST_TOLERANCE
 from nextlaw_task.harness.adapter import forward_context
 from nextlaw_task.harness.messages import CorpusMeasurement, NextlawRequest
 from nextlaw_task.options import MeasurementSpec, format_bytes
@@ -47,10 +48,10 @@ def measure(lm: HFLM, requests: list[NextlawRequest], disable_tqdm: bool = False
     ordered = sorted(specs.values(), key=lambda s: s.task)
     runner = CorpusRunner(layout, ordered, len(lm.tokenizer), lm.world_size > 1, documents)
     settings = runner.settings
-    state_bytes = settings.state_bytes(layout.hidden_size)
+    state_bytes = settings.state_bytes(layout.hidden_size, device=lm.device)
     plan = plan_memory(lm.device, state_bytes, ordered[0].memory_budget, settings.data_parallel)
     n_tokens = sum(len(d.tokens) for d in documents)
-    class_bytes = plan.needed - sum(settings.state_bytes(layout.hidden_size, classes=False).values())
+    class_bytes = plan.needed - sum(settings.state_bytes(layout.hidden_size, False, lm.device).values())
     logger.info(
         "nextlaw: %d documents, %d tokens, states %s of %d layers, tasks %s in %d accumulator pool(s) "
         "needing %s of float64 statistics (%s of them per-class sums; %s) on %s%s",
@@ -68,11 +69,12 @@ def measure(lm: HFLM, requests: list[NextlawRequest], disable_tqdm: bool = False
     # the progress bar is closed (its line ended) on an error too, so the error prints on a line of its own
     with progress, forward_context(lm):
         for states in plan.passes:
-            runner.start_pass(states, plan.device)
-            for batch in batches:
-                runner.feed(batch, lm.device)
-                progress.update(len(batch))
-            runner.end_pass()
+            run_pass(runner, batches, states, plan.device, lm.device, progress)
+        checked, redo = dict(runner.state.deviations), runner.unchecked_states()
+        if redo:  # the states the fast precision could not keep, measured again in float64
+            progress.total += len(documents)
+            run_pass(runner, batches, redo, plan.device, lm.device, progress, fallback=True)
+    log_precision(checked, redo)
     measured = {name: runner.finish_with_errors(name) for name in sorted(specs)}
     seconds = time.perf_counter() - start
     logger.info(
@@ -86,6 +88,27 @@ def measure(lm: HFLM, requests: list[NextlawRequest], disable_tqdm: bool = False
                           measured[r.task_name][1])
         for r in requests
     ]
+
+def log_precision(checked: dict[int, float], redo: list[int]) -> None:
+    """Report what the fast precision's check found (nothing in float64 precision)."""
+    if checked:
+        kept = [v for v in checked.values() if v <= FAST_TOLERANCE]
+        logger.info(
+            "nextlaw: fast precision: the largest checked PR deviation from float64 is %s over %d states "
+            "(tolerance %.0e)%s", f"{max(kept):.2g}" if kept else "n/a", len(kept), FAST_TOLERANCE,
+            f"; states {redo} could not be kept and were measured again in float64" if redo else "",
+        )
+
+
+def run_pass(runner: CorpusRunner, batches: list, states, statistics_device, model_device, progress,
+             fallback: bool = False) -> None:
+    """One pass over the corpus measuring ``states`` (in float64 for fast pools when ``fallback``)."""
+    runner.start_pass(states, statistics_device, fallback)
+    for batch in batches:
+        runner.feed(batch, model_device)
+        progress.update(len(batch))
+    runner.end_pass()
+
 
 def documents_of(lm: HFLM, requests: list[NextlawRequest]) -> list[Document]:
     """The distinct documents to run, each owned by at most one request of every task.

@@ -26,6 +26,7 @@ from lm_eval.utils import simple_parse_args_string
 
 from nextlaw_task.corpus import load_corpus
 from nextlaw_task.engine.stats import ResidualStatistics
+from nextlaw_task.engine.sums import gather_rows_for
 from nextlaw_task.errors import NextlawError, one_line
 from nextlaw_task.harness.messages import NextlawModelRequired
 from nextlaw_task.options import MeasurementSpec, OptionError, build_spec, format_bytes
@@ -167,10 +168,11 @@ def check_memory(spec: MeasurementSpec, n_states: int, hidden_size: int, device:
     """Refuse statistics that cannot fit, as the memory plan will place them: on a GPU in passes when one
     state fits its budget (half the free memory by default), else all of them in CPU memory; on a CPU
     all of them, or ``nextlaw_memory_budget``'s worth per pass, in free memory."""
-    need = ResidualStatistics.memory_bytes(n_states, hidden_size, (spec.measure,), spec.folds,
-                                           n_groups=spec.jackknife_groups)
-    one = ResidualStatistics.memory_bytes(1, hidden_size, (spec.measure,), spec.folds, n_groups=spec.jackknife_groups)
     free, gpu_free = available_memory(), gpu_free_memory(device)
+    gather = gather_rows_for(hidden_size, "cpu" if gpu_free is None else "cuda")
+    sizes = {"n_groups": spec.jackknife_groups, "gather_rows": gather}
+    need = ResidualStatistics.memory_bytes(n_states, hidden_size, (spec.measure,), spec.folds, **sizes)
+    one = ResidualStatistics.memory_bytes(1, hidden_size, (spec.measure,), spec.folds, **sizes)
     if gpu_free is not None:
         budget = spec.memory_budget if spec.memory_budget is not None else gpu_free // 2
         over = f", and one state's {format_bytes(one)} is over the GPU budget of {format_bytes(budget)}"

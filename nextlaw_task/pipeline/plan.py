@@ -38,8 +38,8 @@ class Document:
 @dataclass(frozen=True)
 class Pool:
     """Frozen settings of the tasks that share one accumulator: its members, what they sample
-    (target, normalization, states), the measures kept for them, folds, jackknife groups and
-    permutation seed.
+    (target, normalization, states), the measures kept for them, folds, jackknife groups,
+    permutation seed and the precision asked for the statistics' products.
 
     ``base`` is the index of the pool this one is derived from (None when it keeps its own rows),
     ``column`` its extra column there; ``derived`` lists the pools derived from this one, in the
@@ -54,6 +54,7 @@ class Pool:
     folds: int = 0
     groups: int = 0
     seed: int = 666
+    precision: str = "float64"
     base: int | None = None
     column: int = -1
     derived: tuple[int, ...] = ()

@@ -13,21 +13,24 @@ the memory budget (``memory.plan_memory``), the corpus is run once per range of 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from nextlaw_task.engine.jackknife import cell_count
 from nextlaw_task.engine.measures import MeasureResult
 from nextlaw_task.engine.metrics import task_metrics, task_stderrs
+from nextlaw_task.engine.precision import FAST_TOLERANCE
 from nextlaw_task.engine.reduce import all_reduce_counts, all_reduce_ints, all_reduce_statistics
-from nextlaw_task.engine.stats import ResidualStatistics, compute_shared
+from nextlaw_task.engine.shared import compute_shared
+from nextlaw_task.engine.stats import ResidualStatistics
+from nextlaw_task.engine.sums import gather_rows_for
 from nextlaw_task.errors import MeasurementError
 from nextlaw_task.options import MeasurementSpec
 from nextlaw_task.pipeline.capture import StateLayout, run_decoder
 from nextlaw_task.pipeline.normalize import FinalNorm, normalize_states
 from nextlaw_task.pipeline.plan import BatchPlan, Document, Pool, distinct_targets, plan_batch
-from nextlaw_task.schema import CLASS_MEASURES
+from nextlaw_task.schema import CLASS_MEASURES, SCALAR_MEASURES
 
 #: float64 working memory per chunk of rows normalized and accumulated at once: at least MIN_CHUNK_ROWS rows,
 #: and at least the hidden size d, so the working memory stays within one state's d^2 statistics and the
@@ -48,18 +51,22 @@ def _pools(specs: Sequence[MeasurementSpec], n_layers: int) -> tuple[Pool, ...]:
     match an earlier in-sample pool's is derived from it (see ``plan``)."""
     shared: dict[tuple, list[MeasurementSpec]] = {}
     for spec in specs:
-        shared.setdefault((spec.target, *_rows_key(spec), spec.folds, spec.jackknife_groups), []).append(spec)
+        shared.setdefault((spec.target, *_rows_key(spec), spec.folds, spec.jackknife_groups, spec.precision),
+                          []).append(spec)
     drafts = []
     for members in shared.values():
         first = members[0]
         drafts.append(dict(
             members=tuple(s.task for s in members), target=first.positions, normalize=first.normalize,
             folds=first.folds, groups=first.jackknife_groups, states=first.states(n_layers), seed=first.seed,
+            precision=first.precision,
             measures=tuple(dict.fromkeys(s.measure for s in members)), derived=[], key=_rows_key(first),
         ))
     bases: dict[tuple, int] = {}
     for index, draft in enumerate(drafts):
         if draft["folds"]:
+            continue
+        if draft["precision"] == "fast":  # the fast check covers a pool's own rows, not rows derived from it
             continue
         base = bases.setdefault((draft["key"], draft["groups"]), index)
         if base != index and draft["measures"] == ("id",):
@@ -107,15 +114,28 @@ class RunSettings:
         """Every state some task measures."""
         return tuple(sorted({s for pool in self.pools for s in pool.states}))
 
-    def accumulator(self, index: int, states: Sequence[int], device: torch.device | str | None) -> ResidualStatistics | None:
-        """Fresh statistics of pool ``index`` for its states among ``states`` (None when it has none)."""
+    def fast(self, index: int) -> bool:
+        """Whether pool ``index`` keeps fast-precision statistics: asked for, in-sample scalar measures
+        with nothing derived from them, one process (the check is made per accumulator)."""
         pool = self.pools[index]
+        return (pool.precision == "fast" and not pool.folds and not pool.derived and not self.data_parallel
+                and set(pool.measures) <= set(SCALAR_MEASURES))
+
+    def accumulator(self, index: int, states: Sequence[int], device: torch.device | str | None,
+                    fallback: bool = False) -> ResidualStatistics | None:
+        """Fresh statistics of pool ``index`` for its states among ``states`` (None when it has none);
+        ``fallback``: only for a fast pool, in float64 (its states that the check could not keep)."""
+        pool = self.pools[index]
+        if fallback and not self.fast(index):
+            return None
         mine = [s for s in pool.states if s in states]
         return None if not mine else ResidualStatistics(
             mine, measures=pool.measures, n_folds=pool.folds, n_groups=pool.groups, vocab_size=self.vocab_size,
             seed=pool.seed,
             device=device, check_values=False, extra_columns=len(pool.derived),  # feed() checks once per batch
             class_slots=self.class_slots[index] if self.class_slots else 0,
+            gather_rows=gather_rows_for(self.layout.hidden_size, device),
+            precision="fast" if self.fast(index) and not fallback else "float64",
         )
 
     @staticmethod
@@ -134,14 +154,16 @@ class RunSettings:
         return "; ".join(f"{g} jackknife groups, sums kept in {c} cells of documents per state" if g
                          else f"no jackknife, {c} cells" for g, c in sorted(cells.items()))
 
-    def state_bytes(self, hidden_size: int, classes: bool = True) -> dict[int, int]:
-        """Float64 statistics each state needs, summed over the pools that measure it; with ``classes``
-        the per-class sums of the class measures are included, else left out."""
+    def state_bytes(self, hidden_size: int, classes: bool = True, device: torch.device | str | None = None) -> dict[int, int]:
+        """Float64 statistics each state needs on ``device``, summed over the pools that measure it (the
+        rows gathered on a GPU included); with ``classes`` the per-class sums of the class measures are
+        included, else left out."""
         slots = self.class_slots or (0,) * len(self.pools)
         return {
             state: sum(
                 ResidualStatistics.memory_bytes(1, hidden_size, p.measures, p.folds, slots[i] if classes else 0,
-                                                len(p.derived), p.groups)
+                                                len(p.derived), p.groups, gather_rows_for(hidden_size, device),
+                                                "fast" if self.fast(i) else "float64")
                 for i, p in enumerate(self.pools) if state in p.states
             )
             for state in self.states
@@ -157,6 +179,9 @@ class RunState:
     results: list[dict[str, MeasureResult] | None]
     passes_done: int = 0
     counts_reduced: bool = False
+    #: per state of a fast pool, the largest checked PR deviation (``engine.precision``)
+    deviations: dict[int, float] = field(default_factory=dict)
+    in_fallback: bool = False
 
     @classmethod
     def fresh(cls, n_pools: int) -> RunState:
@@ -177,12 +202,18 @@ class CorpusRunner:
         """The accumulator of ``task``'s pool in this pass."""
         return self.state.stats[self.settings.pool_of[task]]
 
-    def start_pass(self, states: Sequence[int], device: torch.device | str | None = None) -> None:
+    def start_pass(self, states: Sequence[int], device: torch.device | str | None = None, fallback: bool = False) -> None:
         """Give every pool fresh statistics for its states among ``states``, kept on ``device`` (None: beside
-        the features); the next batches measure those. The runner starts with a pass over every state."""
+        the features); the next batches measure those. The runner starts with a pass over every state.
+        ``fallback``: the pass re-measures, in float64, states of fast pools (see :meth:`unchecked_states`)."""
         if any(stats is not None and stats.n_tokens for stats in self.state.stats):
             raise RuntimeError("end_pass() must solve the current pass before another starts")
-        self.state.stats = [self.settings.accumulator(i, states, device) for i in range(len(self.settings.pools))]
+        self.state.stats = [self.settings.accumulator(i, states, device, fallback) for i in range(len(self.settings.pools))]
+        self.state.in_fallback = fallback
+
+    def unchecked_states(self) -> list[int]:
+        """States of fast pools whose checked PR deviation is over ``FAST_TOLERANCE``: a fallback pass re-measures them."""
+        return sorted(s for s, value in self.state.deviations.items() if not value <= FAST_TOLERANCE)
 
     def end_pass(self) -> None:
         """Reduce across ranks, solve this pass's states, keep their results and free their statistics."""
@@ -196,6 +227,10 @@ class CorpusRunner:
             if stats[i].hidden_size is None:  # no document gave this pool a sample: every state is flagged
                 none = torch.empty(0, dtype=torch.int64)
                 stats[i].adopt_layout(self.settings.layout.hidden_size, torch.device("cpu"), {}, none)
+            for state, value in stats[i].checked_deviations().items():
+                self.state.deviations[state] = max(value, self.state.deviations.get(state, 0.0))
+            if self.state.in_fallback:  # measured in float64 now: nothing left to check
+                self.state.deviations.update({s: 0.0 for s in stats[i].states})
             base = pools[i].base
             results = stats[i].compute() if base is None else {"id": compute_shared(stats[base], stats[i], pools[i].column)}
             known = self.state.results[i]

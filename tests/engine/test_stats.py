@@ -25,8 +25,8 @@ from engine_helpers import (
     results_close,
 )
 from nextlaw_task.engine.reduce import all_reduce_statistics
-from nextlaw_task.engine.stats import ResidualStatistics, compute_shared
-from nextlaw_task.engine.sums import add_gram, gram_blocks, symmetric
+from nextlaw_task.engine.stats import ResidualStatistics
+from nextlaw_task.engine.sums import add_gram, gather_rows_for, gram_blocks, symmetric
 
 
 def _split(stream: Stream, parts: list[np.ndarray]) -> list[Stream]:
@@ -272,31 +272,6 @@ def test_gram_blocks_are_wider_on_a_gpu() -> None:
     assert [gram_blocks(d, cuda) for d in (5, 578, 2050, 4098)] == [1, 1, 4, 8]
 
 
-def test_compute_shared_gives_another_row_sets_measure_from_shared_sums() -> None:
-    stream = make_stream(43, n=400, d=6)
-    rng = np.random.default_rng(43)
-    other_targets = torch.tensor(rng.integers(0, 40, size=400))
-    in_base = torch.ones(400, dtype=torch.bool)
-    in_base[-50:] = False  # rows only the other set has
-    in_other = torch.ones(400, dtype=torch.bool)
-    in_other[:30] = False  # rows only the base has
-    states = [0, 1]
-    base = ResidualStatistics(states, ("id", "shuffled_id"), vocab_size=40, extra_columns=1)
-    edges = ResidualStatistics(states, ("id",))
-    direct = ResidualStatistics(states, ("id",))
-    extra = torch.where(in_other, other_targets, 0).double()[:, None]
-    for state in states:
-        features = stream.features * (state + 1)
-        for rows in torch.arange(400).split(70):  # several batches, as a stream
-            keep, add, drop = in_base[rows], in_other[rows] & ~in_base[rows], in_base[rows] & ~in_other[rows]
-            base.partial_fit(state, features[rows][keep], stream.targets[rows][keep], extra=extra[rows][keep])
-            edges.partial_fit(state, features[rows][add], other_targets[rows][add])
-            edges.partial_fit(state, features[rows][drop], torch.zeros(int(drop.sum()), dtype=torch.long), sign=-1)
-            direct.partial_fit(state, features[rows][in_other[rows]], other_targets[rows][in_other[rows]])
-    results_close({"id": compute_shared(base, edges, 0)}, direct.compute())
-    assert compute_shared(base, edges, 0).n_tokens == direct.n_tokens == 370
-
-
 @pytest.mark.parametrize(
     ("call", "message"),
     [
@@ -308,9 +283,6 @@ def test_compute_shared_gives_another_row_sets_measure_from_shared_sums() -> Non
         (lambda: ResidualStatistics([0], extra_columns=2).partial_fit(0, torch.ones(3, 2), torch.ones(3, dtype=torch.int64),
                                                                       extra=torch.ones(3, 1)), r"shape \(3, 2\)"),
         (lambda: ResidualStatistics([0], extra_columns=-1), "extra_columns must be an int >= 0"),
-        (lambda: compute_shared(ResidualStatistics([0], extra_columns=1), ResidualStatistics([0]), 1), "one of its 1 extra columns"),
-        (lambda: compute_shared(ResidualStatistics([0], extra_columns=1), ResidualStatistics([0], ("onehot",)), 0),
-         "in-sample accumulator of the id measure"),
     ],
 )
 def test_signed_rows_and_extra_columns_refuse_bad_use(call, message: str) -> None:
@@ -320,3 +292,46 @@ def test_signed_rows_and_extra_columns_refuse_bad_use(call, message: str) -> Non
 
 def test_memory_estimate_counts_extra_columns() -> None:
     assert ResidualStatistics.memory_bytes(2, 10, ("id",), 0, extra_columns=3) == 8 * 2 * (1 + 14 + 14**2 + 14)
+
+
+@pytest.mark.parametrize(("n_folds", "n_groups"), [(0, 0), (3, 0), (0, 4), (3, 4)])
+def test_gathered_rows_give_the_sums_of_updates_at_once(n_folds: int, n_groups: int) -> None:
+    """Rows gathered before their Gram update (some batches fit, some do not, sums read mid-stream)
+    give the same sums, measures and jackknife replicates as updates at every batch."""
+    stream = make_stream(51, n=700, d=9)
+    kwargs = {"measures": ALL_MEASURES, "n_folds": n_folds, "n_groups": n_groups, "vocab_size": 40}
+    at_once = ResidualStatistics([0, 1], **kwargs)
+    gathered = ResidualStatistics([0, 1], **kwargs, gather_rows=12)
+    for start, stop in [(0, 5), (5, 60), (60, 64), (64, 300), (300, 310), (310, 700)]:
+        part = Stream(stream.features[start:stop], stream.targets[start:stop], stream.documents[start:stop])
+        feed(at_once, part)
+        feed(gathered, part, batch=7)
+        if stop == 300:  # reading flushes the pending rows; gathering then goes on
+            assert torch.allclose(gathered.sums(0)[0].zz, at_once.sums(0)[0].zz, rtol=1e-12, atol=1e-9)
+    assert any(any(e.filled) for e in gathered._stats.values())  # rows still wait for their update
+    for state in (0, 1):
+        for mine, theirs in zip(gathered.cell_sums(state), at_once.cell_sums(state)):
+            assert mine.n == theirs.n
+            assert torch.allclose(mine.zz, theirs.zz, rtol=1e-12, atol=1e-9)
+    results_close(gathered.compute(), at_once.compute(), rtol=1e-10)
+    if n_groups:
+        expected = at_once.compute()["id"].replicates
+        for state, replicates in gathered.compute()["id"].replicates.items():
+            assert replicates == pytest.approx(expected[state], rel=1e-10)
+
+
+def test_gathered_rows_reach_merges_and_the_memory_estimate() -> None:
+    stream = make_stream(52, n=300, d=6)
+    halves = [Stream(stream.features[p], stream.targets[p], stream.documents[p])
+              for p in (slice(0, 150), slice(150, 300))]
+    whole = feed(ResidualStatistics([0], ("id",), n_groups=3), stream)
+    first, second = (feed(ResidualStatistics([0], ("id",), n_groups=3, gather_rows=40), h, batch=9) for h in halves)
+    assert any(first._stats[0].filled) and any(second._stats[0].filled)
+    results_close(first.merge(second).compute(), whole.compute(), rtol=1e-10)
+    assert ResidualStatistics.memory_bytes(1, 6, ("id",), 0, n_groups=3, gather_rows=40) == 8 * (3 * (1 + 7 + 49 + 40 * 7) + 7)
+    with pytest.raises(ValueError, match="gather_rows must be an int >= 0"):
+        ResidualStatistics([0], gather_rows=-1)
+
+
+def test_rows_are_gathered_on_a_gpu_only() -> None:
+    assert [gather_rows_for(576, device) for device in ("cuda", "cuda:3", "cpu", None)] == [288, 288, 0, 0]

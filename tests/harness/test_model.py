@@ -182,3 +182,29 @@ def test_every_corpus_form_in_one_folder_is_measured(lm, tmp_path):
     _, again = requests_of(["nextlaw_equilearning"], limit=None, metadata={**metadata, "nextlaw_sample": 5})
     assert [r.text for r in sampled] == [r.text for r in again] and len(sampled) == 5
     assert set(r.text for r in sampled) < set(sentences)
+
+
+def test_fast_precision_is_checked_and_falls_back_to_float64(lm, caplog, monkeypatch):
+    """nextlaw_precision=fast: PRs within 1e-6 of float64, the check logged; a state the check cannot
+    keep (here: every state, by a negative tolerance) is measured again in float64, one more pass."""
+    import nextlaw_task.harness.measure as measure
+    import nextlaw_task.pipeline.runner as runner
+
+    _, plain = requests_of(["nextlaw_equilearning"], limit=10)
+    _, fast = requests_of(["nextlaw_equilearning"], limit=10, metadata={"nextlaw_precision": "fast"})
+    exact, batches = count_passes(lm, plain)
+    with caplog.at_level("INFO", logger="nextlaw_task"):
+        checked, passes = count_passes(lm, fast)
+    assert passes == batches
+    assert "nextlaw: fast precision: the largest checked PR deviation from float64 is" in caplog.text
+    pr = [k for k in exact[0].metrics if k.startswith("pr_layer_")]
+    assert pr and all(abs(checked[0].metrics[k] - exact[0].metrics[k]) <= 1e-6 for k in pr)
+    monkeypatch.setattr(runner, "FAST_TOLERANCE", -1.0)
+    monkeypatch.setattr(measure, "FAST_TOLERANCE", -1.0)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="nextlaw_task"):
+        redone, passes = count_passes(lm, fast)
+    assert passes == 2 * batches
+    assert "could not be kept and were measured again in float64" in caplog.text
+    assert {k: redone[0].metrics[k] for k in pr} == pytest.approx({k: exact[0].metrics[k] for k in pr}, rel=1e-12)
+    assert redone[0].stderrs == pytest.approx(exact[0].stderrs, rel=1e-9)

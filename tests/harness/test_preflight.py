@@ -13,6 +13,7 @@ from nextlaw_task.errors import NextlawError
 from nextlaw_task.harness.preflight import check_run, checked, report_error, run_metadata
 from nextlaw_task.harness.messages import NextlawModelRequired
 from nextlaw_task.engine.stats import ResidualStatistics
+from nextlaw_task.engine.sums import gather_rows_for
 from nextlaw_task.options import OptionError
 
 
@@ -162,7 +163,7 @@ def test_memory_on_a_gpu_is_checked_as_the_plan_will_place_it(tiny_model_dir, mo
 
     corpus = tmp_path / "many.jsonl"
     corpus.write_text("".join(f'{{"text": "document number {i}"}}\n' for i in range(50)), encoding="utf-8")
-    one = ResidualStatistics.memory_bytes(1, 32, ("id",), 40)
+    one = ResidualStatistics.memory_bytes(1, 32, ("id",), 40, n_groups=10, gather_rows=gather_rows_for(32, "cuda"))
     monkeypatch.setattr(preflight.torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(preflight.torch.cuda, "mem_get_info", lambda index: (2 * one + 2, 10**12))
     monkeypatch.setattr(preflight, "available_memory", lambda: 1000)

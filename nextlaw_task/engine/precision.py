@@ -1,0 +1,132 @@
+"""The ``fast`` precision: Gram updates from float32 products, with a check of what they cost in PR.
+
+In ``float64`` precision (the default) every product of the statistics is a float64 product. In
+``fast`` precision the shifted rows (formed in float64, so large offsets cancel exactly) are rounded
+to float32 and multiplied in chunks of at most :data:`FAST_CHUNK_ROWS` rows; each chunk's products
+are added to the float64 sums. On a CPU the products are float32 GEMMs; on a GPU they use its
+tensor cores through three TF32 products of a high and a low part (:func:`split_tf32`), about as
+accurate as float32 (the float32 units of a GPU are no faster than its float64 ones).
+
+The error is measured, not assumed: every :data:`SHADOW_EVERY`-th chunk is also multiplied in
+float64, and the state keeps the difference (float64 minus fast products) of those chunks, a
+sample of the error with all its structure (offsets, near-collinear columns, outlier dimensions).
+At the end :func:`checked_deviation` computes each scalar measure's PR from the fast sums and
+again with the sample's error scaled to all rows added back; twice their difference is the
+deviation reported. Scaling by rows overstates errors that grow like the square root of the rows
+(rounding of random sign) and matches those that grow like the rows (the rounding of the inputs),
+so the check leans to caution. A state whose deviation exceeds :data:`FAST_TOLERANCE` is measured
+again in float64 (the runner makes that pass).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from nextlaw_task.engine.measures import state_outcomes
+from nextlaw_task.engine.solve import GramSolver
+from nextlaw_task.engine.sums import F64, Sums, add_gram, gram_blocks, symmetric
+
+#: rows whose float32 products are summed before they are added in float64 (bounds the float32 sums)
+FAST_CHUNK_ROWS = 1024
+#: one chunk in this many is also multiplied in float64: the sample of the error the check reads
+SHADOW_EVERY = 16
+#: largest checked PR deviation (absolute) a fast state may have; beyond it the state is measured in float64
+FAST_TOLERANCE = 1e-6
+#: the deviation reported is this many times the PR change the scaled error sample makes
+SAFETY = 2.0
+#: largest error, relative to the Gram matrix in its weakest direction, for which the PR change is first order:
+#: beyond it a direction of small variance is lost in rounding, with the share of the target it would explain
+RELATIVE_ERROR_LIMIT = 0.1
+#: float32 bits that TF32 keeps: sign, exponent and the 10 leading bits of the significand
+TF32_MASK = -(1 << 13)
+
+
+def split_tf32(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``x`` (float32) as hi + lo exactly, hi with TF32's 11 significant bits (its products are exact)."""
+    hi = (x.view(torch.int32) & TF32_MASK).view(torch.float32)
+    return hi, x - hi
+
+
+def _products(a: Tensor, b: Tensor) -> Tensor:
+    """a'b of float32 ``a`` and ``b``: a float32 GEMM, or on a GPU three TF32 GEMMs of split parts."""
+    if a.device.type != "cuda":
+        return a.T @ b
+    (a_hi, a_lo), (b_hi, b_lo) = split_tf32(a), split_tf32(b)
+    allowed = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        return a_hi.T @ b_hi + (a_hi.T @ b_lo + a_lo.T @ b_hi)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allowed
+
+
+class FastGram:
+    """The fast Gram update of one state, and its check's sample: ``shadow`` (upper block triangle) and
+    the rows it holds, beside all rows updated."""
+
+    def __init__(self, size: int, device: torch.device) -> None:
+        self.shadow = torch.zeros(size, size, dtype=F64, device=device)
+        self.chunks = 0
+        self.rows = 0
+        self.shadow_rows = 0
+
+    def update(self, zz: Tensor, z: Tensor, sign: int = 1) -> None:
+        """Add ``sign`` z'z to the upper block triangle of the float64 ``zz`` from fast products."""
+        size = z.shape[1]
+        blocks = gram_blocks(size, z.device)
+        edges = [size * i // blocks for i in range(blocks + 1)]
+        for rows in torch.split(z, FAST_CHUNK_ROWS):
+            sampled = self.chunks % SHADOW_EVERY == 0
+            low = rows.float()
+            for start, stop in zip(edges[:-1], edges[1:]):
+                product = _products(low[:, start:stop], low[:, start:])
+                zz[start:stop, start:].add_(product, alpha=sign)
+                if sampled:
+                    self.shadow[start:stop, start:].sub_(product, alpha=sign)
+            if sampled:
+                add_gram(self.shadow, rows, blocks, sign)
+                self.shadow_rows += rows.shape[0]
+            self.chunks += 1
+            self.rows += rows.shape[0]
+
+    def error_estimate(self) -> Tensor:
+        """The sampled error (float64 minus fast products) scaled to every row: what to add to the sums."""
+        return symmetric(self.shadow) * (self.rows / max(self.shadow_rows, 1))
+
+
+def relative_error(total: Sums, error: Tensor) -> float:
+    """How large ``error`` is beside the centered feature Gram of ``total`` in its weakest directions:
+    the largest |eigenvalue| of L^-1 E L^-T (L its scaled Cholesky factor); inf when the fit is singular."""
+    d = total.hidden_size
+    x, xx = total.z[:d], total.zz[:d, :d]
+    solver = GramSolver(torch.addr(xx, x, x, alpha=-1.0 / total.n), xx.diagonal())
+    if solver.factor is None or solver.n_constant:
+        return math.inf
+    scaled = error[:d, :d] * solver.scale[:, None] * solver.scale[None, :]
+    half = torch.linalg.solve_triangular(solver.factor, scaled, upper=False)
+    whole = torch.linalg.solve_triangular(solver.factor, half.T, upper=False)
+    return float(torch.linalg.eigvalsh((whole + whole.T) * 0.5).abs().max())
+
+
+def checked_deviation(total: Sums, fast: FastGram, columns: Sequence[str], state: int) -> float:
+    """Twice the largest change of a scalar measure's PR (``columns``: the scalar measures in column order)
+    when the scaled error sample is added back to the fast sums ``total`` of ``state``; inf where that
+    error is over :data:`RELATIVE_ERROR_LIMIT` of the Gram matrix in some direction (no first-order check holds)."""
+    scalar = {measure: j for j, measure in enumerate(columns)}
+    error = fast.error_estimate()
+    if not relative_error(total, error) <= RELATIVE_ERROR_LIMIT:
+        return math.inf
+    corrected = Sums(total.n, total.z, total.zz + error, total.hidden_size)
+    plain = state_outcomes(state, [total], tuple(scalar), scalar)
+    fixed = state_outcomes(state, [corrected], tuple(scalar), scalar)
+    found = 0.0
+    for measure in scalar:
+        a, b = plain[measure].value, fixed[measure].value
+        if math.isnan(a) and math.isnan(b):  # no value either way (such a state is flagged, not ranked)
+            continue
+        found = max(found, SAFETY * abs(a - b) if math.isfinite(a) and math.isfinite(b) else math.inf)
+    return found

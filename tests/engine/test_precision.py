@@ -1,0 +1,77 @@
+"""The fast precision: float32 (or split TF32) products and the check of what they cost in PR."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine_helpers import make_stream
+from nextlaw_task.engine.precision import FAST_TOLERANCE, split_tf32
+from nextlaw_task.engine.stats import ResidualStatistics
+
+N, D = 20000, 96
+
+
+def _features(kind: str, seed: int = 7) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hidden-state-like features of ``kind`` with a signal for the token id, their targets and documents."""
+    generator = torch.Generator().manual_seed(seed)
+    targets = torch.randint(0, 1000, (N,), generator=generator)
+    x = torch.randn(N, D, generator=generator)
+    x[:, 0] += targets.float() / 300
+    if kind == "offset":  # a large common offset: the shift must cancel it before any rounding
+        x += 1e4
+    elif kind == "massive":  # one dimension 10^4 times the others, as in many LLMs
+        x[:, 3] *= 1e4
+    elif kind.startswith("collinear"):  # a column equal to another up to a tiny difference
+        x[:, 1] = x[:, 0] + float(kind.split(":")[1]) * torch.randn(N, generator=generator)
+    return x, targets, torch.arange(N) // 20
+
+
+def _fit(x: torch.Tensor, targets: torch.Tensor, documents: torch.Tensor, precision: str) -> ResidualStatistics:
+    stats = ResidualStatistics([0], ("id", "shuffled_id"), vocab_size=1000, precision=precision)
+    for rows in torch.arange(N).split(700):
+        stats.partial_fit(0, x[rows], targets[rows], documents[rows])
+    return stats
+
+
+@pytest.mark.parametrize("kind", ["plain", "offset", "massive", "collinear:1e-3", "collinear:1e-5"])
+def test_the_checked_deviation_covers_the_actual_one(kind: str) -> None:
+    """Against float64 sums of the same rows: the check reports at least the deviation the fast sums make,
+    keeps benign features (well within 1e-6) and refuses near-collinear ones it cannot keep."""
+    data = _features(kind)
+    exact, fast = _fit(*data, "float64").compute(), _fit(*data, "fast")
+    checked = fast.checked_deviations()[0]
+    actual = max(abs(fast.compute()[m].values[0] - exact[m].values[0]) for m in ("id", "shuffled_id"))
+    assert actual <= checked
+    if kind in ("plain", "offset", "massive"):
+        assert checked <= FAST_TOLERANCE / 10
+    else:
+        assert checked > FAST_TOLERANCE
+
+
+def test_split_tf32_parts_are_exact_and_short() -> None:
+    x = torch.randn(1000, dtype=torch.float32) * torch.logspace(-20, 20, 1000)
+    hi, lo = split_tf32(x)
+    assert torch.equal(hi + lo, x)
+    assert not bool((hi.view(torch.int32) & ((1 << 13) - 1)).any())  # 10 stored significand bits, as TF32 keeps
+    assert bool((lo.abs() <= x.abs() * 2.0**-10).all())
+    a, b = torch.randn(300, 40), torch.randn(300, 40)
+    (a_hi, a_lo), (b_hi, b_lo) = split_tf32(a), split_tf32(b)
+    three = a_hi.T @ b_hi + (a_hi.T @ b_lo + a_lo.T @ b_hi)
+    assert torch.allclose(three.double(), a.double().T @ b.double(), rtol=0, atol=1e-4)
+
+
+def test_fast_precision_refuses_what_it_cannot_check() -> None:
+    with pytest.raises(ValueError, match="precision must be one of float64, fast"):
+        ResidualStatistics([0], precision="half")
+    with pytest.raises(ValueError, match="in-sample id and shuffled_id"):
+        ResidualStatistics([0], ("onehot",), precision="fast")
+    with pytest.raises(ValueError, match="in-sample id and shuffled_id"):
+        ResidualStatistics([0], n_folds=3, precision="fast")
+    stream = make_stream(3, n=200, d=5)
+    one = ResidualStatistics([0], precision="fast").partial_fit(0, stream.features, stream.targets)
+    with pytest.raises(ValueError, match="cannot be merged"):
+        one.merge(ResidualStatistics([0], precision="fast"))
+    assert ResidualStatistics([0]).checked_deviations() == {}
+    extra = ResidualStatistics.memory_bytes(1, 5, ("id",), 0, precision="fast") - ResidualStatistics.memory_bytes(1, 5, ("id",), 0)
+    assert extra == 8 * 6 * 6  # the check's sample of the error: one (d + 1)^2 matrix a state
