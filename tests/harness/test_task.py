@@ -6,8 +6,8 @@ import json
 import math
 
 import pytest
-from lm_eval.tasks import TaskManager
 
+from tiny import load_tasks
 from nextlaw_task.corpus import CorpusError
 from nextlaw_task.harness.messages import CorpusMeasurement, NextlawModelRequired, NextlawRequest
 from nextlaw_task.options import MeasurementSpec, OptionError
@@ -26,7 +26,7 @@ VARIANTS = {
 
 
 def load(names, metadata=None):
-    return TaskManager(include_defaults=False, metadata=metadata or {}).load(names)
+    return load_tasks(names, metadata)
 
 
 def test_group_holds_every_variant_with_its_yaml_settings():
