@@ -11,11 +11,14 @@ The error is measured, not assumed: every :data:`SHADOW_EVERY`-th chunk is also 
 float64, and the state keeps the difference (float64 minus fast products) of those chunks, a
 sample of the error with all its structure (offsets, near-collinear columns, outlier dimensions).
 At the end :func:`checked_deviation` computes each scalar measure's PR from the fast sums and
-again with the sample's error scaled to all rows added back; twice their difference is the
-deviation reported. Scaling by rows overstates errors that grow like the square root of the rows
+again with the sample's error scaled to all rows added back; twice their difference, floored by the
+typical change an error of that size makes (a single sample can leave it near zero by chance), is
+the deviation reported. Scaling by rows overstates errors that grow like the square root of the rows
 (rounding of random sign) and matches those that grow like the rows (the rounding of the inputs),
-so the check leans to caution. A state whose deviation exceeds :data:`FAST_TOLERANCE` is measured
-again in float64 (the runner makes that pass).
+so the check leans to caution; it checks, it does not bound. Where the sampled error may be over
+:data:`RELATIVE_ERROR_LIMIT` of the Gram matrix in some direction (near-duplicate columns), no first
+order describes the change and the deviation is inf. A state whose deviation exceeds
+:data:`FAST_TOLERANCE` is measured again in float64 (the runner makes that pass).
 """
 
 from __future__ import annotations
@@ -98,35 +101,60 @@ class FastGram:
         return symmetric(self.shadow) * (self.rows / max(self.shadow_rows, 1))
 
 
-def relative_error(total: Sums, error: Tensor) -> float:
-    """How large ``error`` is beside the centered feature Gram of ``total`` in its weakest directions:
-    the largest |eigenvalue| of L^-1 E L^-T (L its scaled Cholesky factor); inf when the fit is singular."""
+def _centered_solver(total: Sums) -> tuple[Tensor, GramSolver]:
+    """The centered Gram matrix of every column of ``total`` and the least-squares solver of its features."""
     d = total.hidden_size
-    x, xx = total.z[:d], total.zz[:d, :d]
-    solver = GramSolver(torch.addr(xx, x, x, alpha=-1.0 / total.n), xx.diagonal())
+    centered = torch.addr(total.zz, total.z, total.z, alpha=-1.0 / total.n)
+    return centered, GramSolver(centered[:d, :d], total.zz.diagonal()[:d])
+
+
+def relative_error(solver: GramSolver, error: Tensor) -> float:
+    """How large the features' block of ``error`` is beside their centered Gram matrix in its weakest
+    directions: the Frobenius norm of L^-1 E L^-T (L the solver's scaled Cholesky factor), a bound on its
+    largest |eigenvalue| that costs two triangular solves, not an eigendecomposition; inf when singular."""
     if solver.factor is None or solver.n_constant:
         return math.inf
+    d = solver.size
     scaled = error[:d, :d] * solver.scale[:, None] * solver.scale[None, :]
     half = torch.linalg.solve_triangular(solver.factor, scaled, upper=False)
     whole = torch.linalg.solve_triangular(solver.factor, half.T, upper=False)
-    return float(torch.linalg.eigvalsh((whole + whole.T) * 0.5).abs().max())
+    return float(torch.linalg.matrix_norm(whole))
+
+
+def _typical_change(centered: Tensor, solver: GramSolver, error: Tensor, j: int) -> float:
+    """The PR change an error of ``error``'s size makes in a fit of column ``j`` when its entries fall with
+    random signs (the root mean square entry, in unit-variance units, times |b|^2 there over the TSS):
+    a floor under the sampled change, which a single sample can leave near zero by chance."""
+    d = solver.size
+    keep = torch.cat([torch.arange(d, device=error.device), torch.tensor([j], device=error.device)])
+    spread = centered.diagonal()[keep].clamp_min(torch.finfo(F64).tiny).sqrt()
+    unit = error[keep][:, keep] / spread[:, None] / spread[None, :]
+    rms = float(torch.linalg.matrix_norm(unit)) / keep.numel()
+    beta = solver.solve(centered[:d, j])
+    weights = torch.cat([-beta, beta.new_ones(1)]) * spread
+    return rms * float(weights.square().sum()) / float(centered[j, j])
 
 
 def checked_deviation(total: Sums, fast: FastGram, columns: Sequence[str], state: int) -> float:
-    """Twice the largest change of a scalar measure's PR (``columns``: the scalar measures in column order)
-    when the scaled error sample is added back to the fast sums ``total`` of ``state``; inf where that
-    error is over :data:`RELATIVE_ERROR_LIMIT` of the Gram matrix in some direction (no first-order check holds)."""
+    """The deviation of the scalar measures' PRs (``columns``: in column order) that the fast sums ``total``
+    of ``state`` are checked to: twice the larger of the change the scaled error sample makes when added
+    back and its typical change; inf where that error may be over :data:`RELATIVE_ERROR_LIMIT` of the
+    Gram matrix in some direction (no first-order check holds there)."""
     scalar = {measure: j for j, measure in enumerate(columns)}
     error = fast.error_estimate()
-    if not relative_error(total, error) <= RELATIVE_ERROR_LIMIT:
+    centered, solver = _centered_solver(total)
+    if not relative_error(solver, error) <= RELATIVE_ERROR_LIMIT:
         return math.inf
     corrected = Sums(total.n, total.z, total.zz + error, total.hidden_size)
     plain = state_outcomes(state, [total], tuple(scalar), scalar)
     fixed = state_outcomes(state, [corrected], tuple(scalar), scalar)
     found = 0.0
-    for measure in scalar:
+    for measure, j in scalar.items():
         a, b = plain[measure].value, fixed[measure].value
         if math.isnan(a) and math.isnan(b):  # no value either way (such a state is flagged, not ranked)
             continue
-        found = max(found, SAFETY * abs(a - b) if math.isfinite(a) and math.isfinite(b) else math.inf)
+        if not (math.isfinite(a) and math.isfinite(b)):
+            return math.inf
+        typical = _typical_change(centered, solver, error, total.hidden_size + j)
+        found = max(found, SAFETY * max(abs(a - b), typical))
     return found
