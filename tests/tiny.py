@@ -94,3 +94,26 @@ def load_tasks(names: list[str], metadata: dict | None = None) -> dict:
 
     walk(manager.load_task_or_group(names))
     return {"tasks": flat}
+
+
+def write_local_tasks(folder: Path) -> None:
+    """A multiple-choice and a rolling-loglikelihood task over local jsonl files."""
+    from nextlaw_task.corpus import embedded_corpus_path, read_documents
+
+    docs = read_documents(embedded_corpus_path())
+    mc = [
+        {"question": docs[i], "choices": [docs[i + 1][:40], docs[i + 2][:40], docs[i + 3][:40]], "label": i % 3}
+        for i in range(0, 40, 4)
+    ]
+    (folder / "mc.jsonl").write_text("".join(json.dumps(d) + "\n" for d in mc))
+    (folder / "rolling.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs[100:112]))
+    common = "dataset_path: json\ntest_split: train\n"
+    (folder / "tiny_mc.yaml").write_text(
+        f"task: tiny_mc\n{common}dataset_kwargs:\n  data_files: {folder / 'mc.jsonl'}\n"
+        "output_type: multiple_choice\ndoc_to_text: '{{question}}'\ndoc_to_choice: '{{choices}}'\n"
+        "doc_to_target: '{{label}}'\nmetric_list:\n  - metric: acc\n  - metric: acc_norm\n"
+    )
+    (folder / "tiny_rolling.yaml").write_text(
+        f"task: tiny_rolling\n{common}dataset_kwargs:\n  data_files: {folder / 'rolling.jsonl'}\n"
+        "output_type: loglikelihood_rolling\ndoc_to_text: ''\ndoc_to_target: '{{text}}'\n"
+    )

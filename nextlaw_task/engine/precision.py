@@ -10,8 +10,8 @@ accurate as float32 (the float32 units of a GPU are no faster than its float64 o
 The error is measured, not assumed: every :data:`SHADOW_EVERY`-th chunk is also multiplied in
 float64, and the state keeps the difference (float64 minus fast products) of those chunks, a
 sample of the error with all its structure (offsets, near-collinear columns, outlier dimensions).
-At the end :func:`checked_deviation` computes each scalar measure's PR from the fast sums and
-again with the sample's error scaled to all rows added back; twice their difference, floored by the
+At the end :func:`checked_deviation` takes each scalar measure's PR from the fast sums and
+computes it again with the sample's error scaled to all rows added back; twice their difference, floored by the
 typical change an error of that size makes (a single sample can leave it near zero by chance), is
 the deviation reported. Scaling by rows overstates errors that grow like the square root of the rows
 (rounding of random sign) and matches those that grow like the rows (the rounding of the inputs),
@@ -24,7 +24,7 @@ order describes the change and the deviation is inf. A state whose deviation exc
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -135,22 +135,22 @@ def _typical_change(centered: Tensor, solver: GramSolver, error: Tensor, j: int)
     return rms * float(weights.square().sum()) / float(centered[j, j])
 
 
-def checked_deviation(total: Sums, fast: FastGram, columns: Sequence[str], state: int) -> float:
-    """The deviation of the scalar measures' PRs (``columns``: in column order) that the fast sums ``total``
-    of ``state`` are checked to: twice the larger of the change the scaled error sample makes when added
-    back and its typical change; inf where that error may be over :data:`RELATIVE_ERROR_LIMIT` of the
-    Gram matrix in some direction (no first-order check holds there)."""
+def checked_deviation(total: Sums, fast: FastGram, values: Mapping[str, float], columns: Sequence[str],
+                      state: int) -> float:
+    """The deviation of the scalar measures' PRs (``columns``: in column order; ``values``: the PRs the fast
+    sums ``total`` of ``state`` gave) that they are checked to: twice the larger of the change the scaled
+    error sample makes when added back and its typical change; inf where that error may be over
+    :data:`RELATIVE_ERROR_LIMIT` of the Gram matrix in some direction (no first-order check holds there)."""
     scalar = {measure: j for j, measure in enumerate(columns)}
     error = fast.error_estimate()
     centered, solver = _centered_solver(total)
     if not relative_error(solver, error) <= RELATIVE_ERROR_LIMIT:
         return math.inf
     corrected = Sums(total.n, total.z, total.zz + error, total.hidden_size)
-    plain = state_outcomes(state, [total], tuple(scalar), scalar)
     fixed = state_outcomes(state, [corrected], tuple(scalar), scalar)
     found = 0.0
     for measure, j in scalar.items():
-        a, b = plain[measure].value, fixed[measure].value
+        a, b = values[measure], fixed[measure].value
         if math.isnan(a) and math.isnan(b):  # no value either way (such a state is flagged, not ranked)
             continue
         if not (math.isfinite(a) and math.isfinite(b)):

@@ -59,7 +59,8 @@ def all_reduce_statistics(stats: ResidualStatistics, process_group: Any = None) 
     if world == 1:
         return stats
     gathered: list[Any] = [None] * world
-    dist.all_gather_object(gathered, stats.layout(), group=process_group)
+    with torch.inference_mode(False):  # see below: the collective's tensors must be normal tensors
+        dist.all_gather_object(gathered, stats.layout(), group=process_group)
     mine = stats.layout()["config"]
     for rank, theirs in enumerate(gathered):
         if theirs["config"] != mine:
@@ -79,8 +80,11 @@ def all_reduce_statistics(stats: ResidualStatistics, process_group: Any = None) 
         parts = stats.buffers(state)
         if not parts:
             continue
-        flat = torch.cat([p.reshape(-1) for p in parts])
-        dist.all_reduce(flat, group=process_group)
+        # a normal tensor, not an inference tensor, even when called in inference mode: under torch 2.4 gloo
+        # wrote the result from a thread of its own, outside inference mode, and refused inference tensors
+        with torch.inference_mode(False):
+            flat = torch.cat([p.reshape(-1) for p in parts])
+            dist.all_reduce(flat, group=process_group)
         offset = 0
         for part in parts:
             part.copy_(flat[offset : offset + part.numel()].view_as(part))

@@ -19,7 +19,7 @@ O(classes x d) for the class measures. In scikit-learn's manner the accumulator 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -54,9 +54,8 @@ class ResidualStatistics:
     class_slots: class slots each state reserves up front (the distinct targets expected, when known:
         the memory plan counts them); more are added, geometrically, when more classes arrive.
     gather_rows: rows each cell of a state gathers before its Gram update (0: every batch updates at
-        once). Batches of few rows per cell then cost one larger GEMM instead of many small ones, each
-        rewriting the cell's whole matrix; the rows wait in float64 (``memory_bytes`` counts them) and
-        are added whenever the sums are read, so the results do not depend on it beyond rounding.
+        once): one larger GEMM instead of many small ones that each rewrite the cell's matrix. The rows
+        wait in float64 (``memory_bytes`` counts them) and are added whenever the sums are read.
     precision: ``float64`` or ``fast`` (float32 products, their cost in PR checked per state by
         ``checked_deviations``: ``engine.precision``; in-sample scalar measures only).
     check_values: check every batch's target range and finiteness in ``partial_fit`` (each check
@@ -305,8 +304,7 @@ class ResidualStatistics:
         if not isinstance(other, ResidualStatistics):
             raise ValueError(f"can only merge another ResidualStatistics, got {type(other).__name__}")
         if "fast" in (self.precision, other.precision):
-            raise ValueError("fast-precision statistics are checked per accumulator and cannot be merged: "
-                             "use precision='float64'")
+            raise ValueError("fast-precision statistics are checked per accumulator and cannot be merged: use precision='float64'")
         if other._config() != self._config():
             raise ValueError(
                 "cannot merge accumulators with different configurations "
@@ -356,12 +354,14 @@ class ResidualStatistics:
         log_warnings(results, self._logged)
         return results
 
-    def checked_deviations(self) -> dict[int, float]:
-        """Per state fed, the checked PR deviation of the fast sums (``engine.precision``); empty in float64."""
-        if self.precision != "fast":
-            return {}
-        return {state: checked_deviation(Sums.total(self.cell_sums(state)), entry.fast, self._scalar_columns, state)
-                for state, entry in self._stats.items()}
+    def checked_deviations(self, results: Mapping[str, MeasureResult]) -> dict[int, float]:
+        """Per state fed, how far the PRs ``compute()`` gave (``results``) are checked to be from float64
+        (``engine.precision``); empty in float64."""
+        columns = self._scalar_columns
+        return {} if self.precision != "fast" else {
+            state: checked_deviation(Sums.total(self.cell_sums(state)), entry.fast,
+                                     {m: results[m].values[state] for m in columns}, columns, state)
+            for state, entry in self._stats.items()}
 
     def sums(self, state: int, columns: Sequence[int] | None = None, about: Tensor | None = None) -> list[Sums]:
         """The totals of ``state``, one :class:`Sums` per fold (one when in-sample).

@@ -20,8 +20,13 @@ F64 = torch.float64
 
 
 #: Rows each cell of a state gathers before its Gram update on a GPU, per feature column: the pending
-#: rows then take this share of the memory of the sums they feed, and each update is a GEMM of d / 2 rows.
+#: rows then take at most this share of the memory of the sums they feed.
 GATHER_SHARE = 0.5
+#: ... and at most this many rows: a float64 GEMM of k rows into a d x d matrix does 2kd^2 flops for the
+#: 16d^2 bytes of the matrix it rewrites, k / 8 flops a byte, and a GPU's float64 units balance their
+#: memory at about 14 (H100/H200: 67 TFLOPS over 3.4-4.8 TB/s), so 1024 rows leave the update bound by
+#: arithmetic many times over; more rows only take memory, which a large model pays for in passes.
+GATHER_MAX_ROWS = 1024
 
 
 def gather_rows_for(hidden_size: int, device: torch.device | str | None) -> int:
@@ -32,7 +37,9 @@ def gather_rows_for(hidden_size: int, device: torch.device | str | None) -> int:
     SmolLM2, 10 jackknife cells and batches of 32 sentences, gathering left the Gram updates' time
     as it was and slowed the model's own operations (its activations lost the cache to the pending rows).
     """
-    return int(GATHER_SHARE * hidden_size) if device is not None and torch.device(device).type == "cuda" else 0
+    if device is None or torch.device(device).type != "cuda":
+        return 0
+    return min(int(GATHER_SHARE * hidden_size), GATHER_MAX_ROWS)
 
 
 @dataclass(frozen=True)

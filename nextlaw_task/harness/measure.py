@@ -71,9 +71,11 @@ def measure(lm: HFLM, requests: list[NextlawRequest], disable_tqdm: bool = False
         for states in plan.passes:
             run_pass(runner, batches, states, plan.device, lm.device, progress)
         checked, redo = dict(runner.state.deviations), runner.unchecked_states()
-        if redo:  # the states the fast precision could not keep, measured again in float64
-            progress.total += len(documents)
-            run_pass(runner, batches, redo, plan.device, lm.device, progress, fallback=True)
+        if redo:  # the states the fast precision could not keep, measured again in float64, planned like the rest
+            again = plan_memory(lm.device, {s: state_bytes[s] for s in redo}, ordered[0].memory_budget)
+            progress.total += len(documents) * len(again.passes)
+            for states in again.passes:
+                run_pass(runner, batches, states, again.device, lm.device, progress, fallback=True)
     log_precision(checked, redo)
     measured = {name: runner.finish_with_errors(name) for name in sorted(specs)}
     seconds = time.perf_counter() - start

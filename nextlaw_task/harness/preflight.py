@@ -30,6 +30,7 @@ from nextlaw_task.engine.sums import gather_rows_for
 from nextlaw_task.errors import NextlawError, one_line
 from nextlaw_task.harness.messages import NextlawModelRequired
 from nextlaw_task.options import MeasurementSpec, OptionError, build_spec, format_bytes
+from nextlaw_task.pipeline.memory import available_memory
 from nextlaw_task.schema import resolve_state
 
 logger = logging.getLogger(__name__)
@@ -124,18 +125,6 @@ def model_shape(pretrained: Any) -> tuple[int, int] | None:
     layers = getattr(text, "num_hidden_layers", None) or getattr(text, "n_layer", None)
     hidden = getattr(text, "hidden_size", None) or getattr(text, "n_embd", None)
     return (int(layers), int(hidden)) if layers and hidden else None
-
-
-def available_memory() -> int:
-    """Bytes of memory the system can still give (``MemAvailable``, page cache counted as free)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as info:
-            for line in info:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
 def check_shape(spec: MeasurementSpec, n_layers: int, hidden_size: int, device: str | None = None) -> None:

@@ -227,12 +227,12 @@ class CorpusRunner:
             if stats[i].hidden_size is None:  # no document gave this pool a sample: every state is flagged
                 none = torch.empty(0, dtype=torch.int64)
                 stats[i].adopt_layout(self.settings.layout.hidden_size, torch.device("cpu"), {}, none)
-            for state, value in stats[i].checked_deviations().items():
+            base = pools[i].base
+            results = stats[i].compute() if base is None else {"id": compute_shared(stats[base], stats[i], pools[i].column)}
+            for state, value in stats[i].checked_deviations(results).items():
                 self.state.deviations[state] = max(value, self.state.deviations.get(state, 0.0))
             if self.state.in_fallback:  # measured in float64 now: nothing left to check
                 self.state.deviations.update({s: 0.0 for s in stats[i].states})
-            base = pools[i].base
-            results = stats[i].compute() if base is None else {"id": compute_shared(stats[base], stats[i], pools[i].column)}
             known = self.state.results[i]
             self.state.results[i] = results if known is None else {m: known[m].union(r) for m, r in results.items()}
         self.state.stats = [None] * len(pools)

@@ -40,8 +40,9 @@ def test_the_checked_deviation_covers_the_actual_one(kind: str) -> None:
     keeps benign features (well within 1e-6) and refuses near-collinear ones it cannot keep."""
     data = _features(kind)
     exact, fast = _fit(*data, "float64").compute(), _fit(*data, "fast")
-    checked = fast.checked_deviations()[0]
-    actual = max(abs(fast.compute()[m].values[0] - exact[m].values[0]) for m in ("id", "shuffled_id"))
+    values = fast.compute()
+    checked = fast.checked_deviations(values)[0]
+    actual = max(abs(values[m].values[0] - exact[m].values[0]) for m in ("id", "shuffled_id"))
     assert actual <= checked
     if kind in ("plain", "offset", "massive"):
         assert checked <= FAST_TOLERANCE / 10
@@ -72,6 +73,6 @@ def test_fast_precision_refuses_what_it_cannot_check() -> None:
     one = ResidualStatistics([0], precision="fast").partial_fit(0, stream.features, stream.targets)
     with pytest.raises(ValueError, match="cannot be merged"):
         one.merge(ResidualStatistics([0], precision="fast"))
-    assert ResidualStatistics([0]).checked_deviations() == {}
+    assert ResidualStatistics([0]).checked_deviations({}) == {}
     extra = ResidualStatistics.memory_bytes(1, 5, ("id",), 0, precision="fast") - ResidualStatistics.memory_bytes(1, 5, ("id",), 0)
     assert extra == 8 * 6 * 6  # the check's sample of the error: one (d + 1)^2 matrix a state

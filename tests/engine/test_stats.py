@@ -334,4 +334,6 @@ def test_gathered_rows_reach_merges_and_the_memory_estimate() -> None:
 
 
 def test_rows_are_gathered_on_a_gpu_only() -> None:
+    """d / 2 rows on a GPU, at most 1024 (enough for a GEMM bound by arithmetic), none on a CPU."""
     assert [gather_rows_for(576, device) for device in ("cuda", "cuda:3", "cpu", None)] == [288, 288, 0, 0]
+    assert [gather_rows_for(d, "cuda") for d in (2048, 4096, 8192)] == [1024, 1024, 1024]

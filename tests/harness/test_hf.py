@@ -20,43 +20,25 @@ from lm_eval_cli import lm_eval, metrics_of, results_of, stderrs_of
 from nextlaw_task.corpus import embedded_corpus_path, read_documents
 from nextlaw_task.schema import layer_metric
 from reference import hidden_state_samples, ols_pr
+from tiny import write_local_tasks
 
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
 LIMIT = 30
 
 
-def write_local_tasks(folder: Path) -> None:
-    """A multiple-choice and a rolling-loglikelihood task over local jsonl files."""
-    docs = read_documents(embedded_corpus_path())
-    mc = [
-        {"question": docs[i], "choices": [docs[i + 1][:40], docs[i + 2][:40], docs[i + 3][:40]], "label": i % 3}
-        for i in range(0, 40, 4)
-    ]
-    (folder / "mc.jsonl").write_text("".join(json.dumps(d) + "\n" for d in mc))
-    (folder / "rolling.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs[100:112]))
-    common = "dataset_path: json\ntest_split: train\n"
-    (folder / "tiny_mc.yaml").write_text(
-        f"task: tiny_mc\n{common}dataset_kwargs:\n  data_files: {folder / 'mc.jsonl'}\n"
-        "output_type: multiple_choice\ndoc_to_text: '{{question}}'\ndoc_to_choice: '{{choices}}'\n"
-        "doc_to_target: '{{label}}'\nmetric_list:\n  - metric: acc\n  - metric: acc_norm\n"
-    )
-    (folder / "tiny_rolling.yaml").write_text(
-        f"task: tiny_rolling\n{common}dataset_kwargs:\n  data_files: {folder / 'rolling.jsonl'}\n"
-        "output_type: loglikelihood_rolling\ndoc_to_text: ''\ndoc_to_target: '{{text}}'\n"
-    )
-
-
 @pytest.fixture(scope="module")
 def three_runs(tiny_model_dir, tmp_path_factory) -> dict[str, dict]:
-    """The same model and documents: ``nextlaw`` and ``hf`` with nextlaw beside standard tasks, ``hf`` without."""
+    """The same model and documents: ``nextlaw`` and ``hf`` with nextlaw beside standard tasks, ``hf`` without.
+    ``hf`` runs them as the README's suite recipe: a group YAML of the user's that lists them."""
     folder = tmp_path_factory.mktemp("hf")
     write_local_tasks(folder)
+    (folder / "my_suite.yaml").write_text("group: my_suite\ntask:\n  - tiny_mc\n  - tiny_rolling\n  - nextlaw_equilearning\n")
     common = ["--model_args", f"pretrained={tiny_model_dir}", "--include_path", str(folder), "--batch_size", "4",
               "--device", "cpu", "--limit", str(LIMIT)]
     plans = {
         "nextlaw": ["--model", "nextlaw", "--tasks", "tiny_mc,tiny_rolling,nextlaw_equilearning"],
-        "hf": ["--model", "hf", "--tasks", "tiny_mc,tiny_rolling,nextlaw_equilearning"],
+        "hf": ["--model", "hf", "--tasks", "my_suite"],
         "hf alone": ["--model", "hf", "--tasks", "tiny_mc,tiny_rolling"],
     }
     for name, args in plans.items():
@@ -67,6 +49,7 @@ def three_runs(tiny_model_dir, tmp_path_factory) -> dict[str, dict]:
 def test_model_hf_measures_what_model_nextlaw_measures(three_runs):
     ours, theirs = three_runs["hf"], three_runs["nextlaw"]
     task = "nextlaw_equilearning"
+    assert set(ours["results"]) == {"my_suite", "tiny_mc", "tiny_rolling", task}
     assert metrics_of(ours, task).keys() == metrics_of(theirs, task).keys()
     for key, value in metrics_of(theirs, task).items():
         assert metrics_of(ours, task)[key] == pytest.approx(value, rel=1e-12, nan_ok=True), key

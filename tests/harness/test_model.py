@@ -208,3 +208,23 @@ def test_fast_precision_is_checked_and_falls_back_to_float64(lm, caplog, monkeyp
     assert "could not be kept and were measured again in float64" in caplog.text
     assert {k: redone[0].metrics[k] for k in pr} == pytest.approx({k: exact[0].metrics[k] for k in pr}, rel=1e-12)
     assert redone[0].stderrs == pytest.approx(exact[0].stderrs, rel=1e-9)
+
+
+def test_the_fast_fallback_keeps_to_the_memory_budget(lm, monkeypatch):
+    """The states measured again in float64 are planned like the first pass: within the budget (here two
+    states a pass, so four passes in all), not all in one pass."""
+    import nextlaw_task.harness.measure as measure
+    import nextlaw_task.pipeline.runner as runner
+    from nextlaw_task.engine.stats import ResidualStatistics
+
+    _, plain = requests_of(["nextlaw_equilearning"], limit=10)
+    exact, batches = count_passes(lm, plain)
+    per_state = ResidualStatistics.memory_bytes(1, 32, ("id",), 0, n_groups=10, precision="fast")
+    metadata = {"nextlaw_precision": "fast", "nextlaw_memory_budget": str(2 * per_state)}
+    _, fast = requests_of(["nextlaw_equilearning"], limit=10, metadata=metadata)
+    monkeypatch.setattr(runner, "FAST_TOLERANCE", -1.0)
+    monkeypatch.setattr(measure, "FAST_TOLERANCE", -1.0)
+    redone, passes = count_passes(lm, fast)
+    assert passes == 4 * batches
+    pr = [k for k in exact[0].metrics if k.startswith("pr_layer_")]
+    assert {k: redone[0].metrics[k] for k in pr} == pytest.approx({k: exact[0].metrics[k] for k in pr}, rel=1e-12)
