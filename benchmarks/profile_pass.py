@@ -12,6 +12,8 @@ cumulative stages, so that each difference is what one stage adds:
 - statistics: ``CorpusRunner.feed``, all that nextlaw does per batch (the float64 Gram updates too);
 - solve:      the end of the pass: every state's least squares and the law.
 
+``--precision float64 fast`` times the last two stages once in each precision (fast: the check too).
+
 Every stage runs ``--repeats`` times after one warm-up batch; the fastest run counts.
 """
 
@@ -57,6 +59,8 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, help="corpus size (default: 300 on CPU, 3000 on CUDA)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--precision", nargs="+", choices=["float64", "fast"], default=["float64"],
+                        help="nextlaw_precision of the statistics and solve stages; both: one stage pair each")
     parser.add_argument("--austen", type=Path, default=bench_pipeline.REPO / "tasks" / "data" / "austen")
     parser.add_argument("--out", type=Path, default=bench_pipeline.REPO / "benchmarks" / "out")
     args = parser.parse_args()
@@ -91,29 +95,31 @@ def main() -> None:
 
         run_decoder(layout, ids, mask, states, sink)
 
-    spec = MeasurementSpec(task="nextlaw_equilearning")
-    documents = [[Document(tuple(t), ((spec.task, i),)) for i, t in enumerate(batch)] for batch in token_batches]
-    runner: list[CorpusRunner] = []
-
-    def statistics(batch, _ids, _mask):
-        if not runner:
-            runner.append(CorpusRunner(layout, [spec], vocab))
-        runner[0].feed(documents[token_batches.index(batch)], args.device)
-
     seconds = {"floor": timed(floor, work, args.device, args.repeats)}
     seconds["hooks"] = timed(hooks, work, args.device, args.repeats)
     seconds["normalize"] = timed(normalize, work, args.device, args.repeats)
-    seconds["statistics"] = timed(statistics, work, args.device, 1)
-    start = time.perf_counter()
-    runner[0].finish(spec.task)
-    bench_pipeline.synchronize(args.device)
-    seconds["solve"] = time.perf_counter() - start
+    for precision in args.precision:
+        suffix = "" if args.precision == ["float64"] else f" ({precision})"
+        spec = MeasurementSpec(task="nextlaw_equilearning", precision=precision)
+        documents = [[Document(tuple(t), ((spec.task, i),)) for i, t in enumerate(b)] for b in token_batches]
+        runner: list[CorpusRunner] = []
+
+        def statistics(batch, _ids, _mask):
+            if not runner:
+                runner.append(CorpusRunner(layout, [spec], vocab))
+            runner[0].feed(documents[token_batches.index(batch)], args.device)
+
+        seconds[f"statistics{suffix}"] = timed(statistics, work, args.device, 1)
+        start = time.perf_counter()
+        runner[0].finish(spec.task)
+        bench_pipeline.synchronize(args.device)
+        seconds[f"solve{suffix}"] = time.perf_counter() - start
 
     device = bench_pipeline.cuda_name() if args.device.startswith("cuda") else args.device
     lines = [f"{args.model} ({args.dtype}) on {device}, {len(token_batches)} batches, {tokens} tokens",
              "| stage | seconds | x floor | tokens/s |", "|---|---:|---:|---:|"]
     for name, value in seconds.items():
-        total = value if name != "solve" else seconds["statistics"] + value
+        total = seconds[name.replace("solve", "statistics")] + value if name.startswith("solve") else value
         lines.append(f"| {name} | {value:.2f} | {total / seconds['floor']:.3f} | {tokens / value:.0f} |")
     report = {"model": args.model, "dtype": args.dtype, "device": device, "tokens": tokens, "seconds": seconds}
     stem = f"profile_{args.model}_{args.device.split(':')[0]}"

@@ -251,7 +251,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("nextlaw_precision", "precision", _as_precision, "`float64`",
            "`fast`: the Gram updates of in-sample `id` / `shuffled_id` tasks from float32 products (TF32 tensor "
            "cores on a GPU); each state's PR deviation from float64 is checked on a float64 sample of the rows, "
-           "logged, and a state over 1e-6 is measured again in float64 (one more pass); other tasks and "
+           "logged, and a state over 1e-6 is measured again in float64 (one more pass, more if the memory "
+           "budget splits them); other tasks and "
            "data-parallel runs stay in float64"),
     Option("nextlaw_memory_budget", "memory_budget", parse_bytes, "GPU: half the free GPU memory; CPU: no limit",
            "memory the float64 statistics may take (`8GiB`, `500MB`); beyond it the states are split into "

@@ -92,3 +92,25 @@ def test_the_stderr_benchmark_compares_the_jackknife_with_the_spread_over_parts(
         assert row["sd_across_parts"] > 0 and row["jackknife_se_rms"] > 0
         assert row["ratio"] == row["jackknife_se_rms"] / row["sd_across_parts"]
     assert f"| 5 | {rows[5]['pr_mean']:.4f} |" in (tmp_path / "stderr.md").read_text()
+
+
+def test_the_profile_times_every_stage_in_both_precisions(tmp_path: Path) -> None:
+    bench = BENCH.parent / "profile_pass.py"
+    done = subprocess.run([sys.executable, str(bench), "--model", "random-llama-tiny", "--sentences", "20",
+                           "--repeats", "1", "--precision", "float64", "fast", "--out", str(tmp_path)],
+                          check=True, capture_output=True, text=True)
+    seconds = json.loads((tmp_path / "profile_random-llama-tiny_cpu.json").read_text())["seconds"]
+    stages = ["floor", "hooks", "normalize", "statistics (float64)", "solve (float64)", "statistics (fast)", "solve (fast)"]
+    assert list(seconds) == stages and all(value > 0 for value in seconds.values())
+    assert f"| solve (fast) | {seconds['solve (fast)']:.2f} |" in done.stdout
+
+
+def test_the_fast_precision_benchmark_reports_what_the_check_covers(tmp_path: Path) -> None:
+    """Per state of SmolLM2, the deviation the check reports is at least the actual one (or inf: re-measured)."""
+    bench = BENCH.parent / "fast_precision.py"
+    done = subprocess.run([sys.executable, str(bench), "--sentences", "60", "--out", str(tmp_path)],
+                          check=True, capture_output=True, text=True)
+    rows = [line.strip("|").split("|") for line in done.stdout.splitlines() if line.startswith("| ") and "state" not in line]
+    assert [int(r[0]) for r in rows] == list(range(31))
+    for state, pr, actual, checked in rows:
+        assert 0 < float(pr) < 1 and float(actual) <= float(checked), state
