@@ -232,6 +232,22 @@ def is_hf_model(model: Any) -> bool | None:
     return isinstance(cls, type) and issubclass(cls, HFLM)
 
 
+def import_problem(model: Any) -> str | None:
+    """Why lm-eval cannot import the class registered as ``model`` here (a package it needs is missing),
+    for the message that refuses it; None when it can, or when the name is not one lm-eval knows."""
+    if not isinstance(model, str):
+        return None
+    from lm_eval.api.registry import get_model
+
+    try:
+        get_model(model)
+    except ImportError as error:
+        return str(error) or type(error).__name__
+    except (ValueError, KeyError, AttributeError):
+        return None
+    return None
+
+
 #: the modules whose import triggers each patch (``startup`` adds them as lm-eval imports)
 ACTIONS = {
     "lm_eval.models": register_model,

@@ -22,11 +22,12 @@ from nextlaw_task.options import MeasurementSpec
 class NextlawModelRequired(NextlawError, RuntimeError):
     """A nextlaw task was run by a model whose hidden states nextlaw cannot read (not built on HFLM)."""
 
-    def __init__(self, task: str | None, model: str | None = None) -> None:
+    def __init__(self, task: str | None, model: str | None = None, problem: str | None = None) -> None:
         which = f"`--model {model}`" if model else "this model"
+        why = f"; lm-eval cannot load it here either: {problem}" if problem else ""
         super().__init__(
             f"task {task!r} measures hidden states, which {which} does not expose (vllm, sglang and API "
-            "models run elsewhere): run it with `--model hf --model_args pretrained=MODEL` (or `--model "
+            f"models run elsewhere{why}): run it with `--model hf --model_args pretrained=MODEL` (or `--model "
             "nextlaw`, which adds the embedded default model); standard tasks in the same run score as "
             "under `--model hf`."
         )

@@ -14,7 +14,6 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -69,10 +68,11 @@ def refuse_flags(task: str, flags: Mapping[str, Any]) -> None:
 def check_model(task: str, model: Any) -> None:
     """Only models built on lm-eval's HFLM expose hidden states: refuse another before it loads
     (a name lm-eval does not know is left to lm-eval's own message)."""
-    from nextlaw_task.harness.adapter import is_hf_model
+    from nextlaw_task.harness.adapter import import_problem, is_hf_model
 
     if model is not None and model != "nextlaw" and is_hf_model(model) is False:
-        raise NextlawModelRequired(task, model if isinstance(model, str) else type(model).__name__)
+        name = model if isinstance(model, str) else type(model).__name__
+        raise NextlawModelRequired(task, name, import_problem(model))
 
 
 def check_run(arguments: Mapping[str, Any]) -> None:

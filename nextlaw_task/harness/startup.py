@@ -9,7 +9,6 @@ nothing happens. Any failure here is swallowed: a start-up hook must never break
 
 from __future__ import annotations
 
-import os
 import sys
 import types
 

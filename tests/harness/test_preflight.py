@@ -54,6 +54,9 @@ def test_the_wrapped_run_checks_first_then_runs_with_its_arguments(tmp_path: Pat
         run("nextlaw", tasks=["nextlaw_equilearning"], metadata={"nextlaw_data": str(tmp_path / "none.txt")})
     with pytest.raises(NextlawModelRequired, match="`--model vllm` does not expose .* run it with `--model hf"):
         run("vllm", tasks=["nextlaw_equilearning"])
+    # a class lm-eval cannot import here: the message says why too (vllm is not installed in the tests' venv)
+    with pytest.raises(NextlawModelRequired, match=r"elsewhere; lm-eval cannot load it here either: No module named 'vllm'\): run it"):
+        run("vllm", tasks=["nextlaw_equilearning"])
     run("hf", tasks=["nextlaw_equilearning"])  # HFLM exposes hidden states: measured
     run("steered", tasks=["nextlaw_equilearning"])
     assert len(calls) == 3
