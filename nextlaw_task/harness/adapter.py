@@ -213,39 +213,24 @@ def forward_context(lm: Any) -> contextlib.AbstractContextManager:
     return steer(lm.model, hooks)
 
 
-def is_hf_model(model: Any) -> bool | None:
+def hf_model_status(model: Any) -> tuple[bool | None, str | None]:
     """Whether ``model`` (a registry name or an lm-eval model object) is built on HFLM, so that nextlaw can
-    read its hidden states (False too when its class cannot be imported here); None when the name is not
-    one lm-eval knows (lm-eval then says so itself)."""
+    read its hidden states: False too when its class cannot be imported here, with the import error as the
+    second item (for the message that refuses it); None when the name is not one lm-eval knows (lm-eval
+    then says so itself)."""
     from lm_eval.models.huggingface import HFLM
 
     if not isinstance(model, str):
-        return isinstance(model, HFLM)
+        return isinstance(model, HFLM), None
     from lm_eval.api.registry import get_model
 
     try:
         cls = get_model(model)
-    except ImportError:  # vllm, sglang and the like need packages HFLM does not
-        return False
+    except ImportError as error:  # vllm, sglang and the like need packages HFLM does not
+        return False, str(error) or type(error).__name__
     except (ValueError, KeyError, AttributeError):
-        return None
-    return isinstance(cls, type) and issubclass(cls, HFLM)
-
-
-def import_problem(model: Any) -> str | None:
-    """Why lm-eval cannot import the class registered as ``model`` here (a package it needs is missing),
-    for the message that refuses it; None when it can, or when the name is not one lm-eval knows."""
-    if not isinstance(model, str):
-        return None
-    from lm_eval.api.registry import get_model
-
-    try:
-        get_model(model)
-    except ImportError as error:
-        return str(error) or type(error).__name__
-    except (ValueError, KeyError, AttributeError):
-        return None
-    return None
+        return None, None
+    return isinstance(cls, type) and issubclass(cls, HFLM), None
 
 
 #: the modules whose import triggers each patch (``startup`` adds them as lm-eval imports)

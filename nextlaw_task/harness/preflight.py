@@ -68,11 +68,13 @@ def refuse_flags(task: str, flags: Mapping[str, Any]) -> None:
 def check_model(task: str, model: Any) -> None:
     """Only models built on lm-eval's HFLM expose hidden states: refuse another before it loads
     (a name lm-eval does not know is left to lm-eval's own message)."""
-    from nextlaw_task.harness.adapter import import_problem, is_hf_model
+    from nextlaw_task.harness.adapter import hf_model_status
 
-    if model is not None and model != "nextlaw" and is_hf_model(model) is False:
-        name = model if isinstance(model, str) else type(model).__name__
-        raise NextlawModelRequired(task, name, import_problem(model))
+    if model is None or model == "nextlaw":
+        return
+    built_on_hflm, problem = hf_model_status(model)
+    if built_on_hflm is False:
+        raise NextlawModelRequired(task, model if isinstance(model, str) else type(model).__name__, problem)
 
 
 def check_run(arguments: Mapping[str, Any]) -> None:

@@ -57,7 +57,7 @@ def plan_memory(
     before the first batch, not by an out-of-memory error in the middle of the run.
     """
     device = torch.device(model_device)
-    states, needed = sorted(state_bytes), sum(state_bytes.values())
+    states, needed, one = sorted(state_bytes), sum(state_bytes.values()), max(state_bytes.values())
     free = None
     if device.type == "cuda":
         free = torch.cuda.mem_get_info(device)[0]
@@ -65,10 +65,10 @@ def plan_memory(
         budget = free // 2 if budget is None else budget
     if budget is None or needed <= budget:
         passes = [tuple(states)]
-    elif max(state_bytes.values()) > budget:
+    elif one > budget:
         if device.type != "cuda":
             raise OptionError(
-                f"nextlaw_memory_budget is {format_bytes(budget)}, below the {format_bytes(max(state_bytes.values()))} "
+                f"nextlaw_memory_budget is {format_bytes(budget)}, below the {format_bytes(one)} "
                 "of statistics that one hidden state needs: raise it, or leave it unset (no limit on the CPU)"
             )
         _check_host_memory(needed, budget, data_parallel)
@@ -89,11 +89,13 @@ def _split(states: list[int], state_bytes: dict[int, int], budget: int) -> list[
     """Contiguous ranges of ``states`` whose statistics each fit ``budget``, in order."""
     passes: list[tuple[int, ...]] = []
     current: list[int] = []
+    held = 0
     for state in states:
-        if current and sum(state_bytes[s] for s in current) + state_bytes[state] > budget:
+        if current and held + state_bytes[state] > budget:
             passes.append(tuple(current))
-            current = []
+            current, held = [], 0
         current.append(state)
+        held += state_bytes[state]
     passes.append(tuple(current))
     return passes
 
