@@ -61,14 +61,19 @@ class MeasureResult:
     replicates: dict[int, dict[int, float]] = field(default_factory=dict)
 
     def union(self, other: MeasureResult) -> MeasureResult:
-        """This measure over the states of two passes over the corpus (``other``'s states added)."""
+        """This measure over the states of two passes over the corpus: ``other``'s states added, and where
+        ``other`` measured a state again (the fast precision's float64 fallback), its result replaces
+        this one's, flag and warning included."""
+        kept = {s: reason for s, reason in self.ill_posed.items() if s not in other.values}
+        stale = {reason for s, reason in self.ill_posed.items() if s in other.values} - set(kept.values())
+        warnings = tuple(w for w in self.warnings if w not in stale)
         return replace(
             self,
             values={**self.values, **other.values},
             replicates={**self.replicates, **other.replicates},
             fold_std=None if self.fold_std is None else {**self.fold_std, **other.fold_std},
-            warnings=self.warnings + other.warnings,
-            ill_posed={**self.ill_posed, **other.ill_posed},
+            warnings=warnings + tuple(w for w in other.warnings if w not in warnings),
+            ill_posed={**kept, **other.ill_posed},
         )
 
 

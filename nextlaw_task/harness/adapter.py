@@ -15,13 +15,15 @@ hook (``startup``) calls these functions as lm-eval's own modules finish importi
   answers nextlaw requests by measuring hidden states and hands every other request on unchanged.
 
 :func:`forward_context` is the one HFLM-subclass detail the measurement needs: ``steered`` edits
-its forward pass inside a context manager. :data:`SUPPORTED` is the range of lm-eval releases these
+its forward pass inside a context manager. :func:`release_process_group_at_exit` ends the data-parallel
+process group lm-eval leaves open. :data:`SUPPORTED` is the range of lm-eval releases these
 patches are written for; :func:`check_version` says when the installed one is outside it.
 Nothing here is imported at start-up: each function imports what it patches.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -211,6 +213,26 @@ def forward_context(lm: Any) -> contextlib.AbstractContextManager:
     from lm_eval.models.hf_steered import steer
 
     return steer(lm.model, hooks)
+
+
+def _destroy_process_group() -> None:
+    """Destroy torch's default process group if one is still open."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def release_process_group_at_exit() -> None:
+    """Destroy the data-parallel process group when the interpreter exits, before it is torn down.
+
+    lm-eval never destroys the process group its accelerate start opens. With gloo (data parallelism
+    on CPUs), a rank that exits with it still open aborts in about one run in ten ("terminate called
+    without an active exception"), after the results are written, and the launch fails. Calling this
+    more than once registers the handler once.
+    """
+    atexit.unregister(_destroy_process_group)
+    atexit.register(_destroy_process_group)
 
 
 def hf_model_status(model: Any) -> tuple[bool | None, str | None]:

@@ -19,7 +19,7 @@ from lm_eval.models.utils import Collator
 from tqdm import tqdm
 
 from nextlaw_task.engine.precision import FAST_TOLERANCE
-from nextlaw_task.harness.adapter import forward_context
+from nextlaw_task.harness.adapter import forward_context, release_process_group_at_exit
 from nextlaw_task.harness.messages import CorpusMeasurement, NextlawRequest
 from nextlaw_task.options import MeasurementSpec, format_bytes
 from nextlaw_task.pipeline.capture import locate_states
@@ -43,6 +43,8 @@ def measure(lm: HFLM, requests: list[NextlawRequest], disable_tqdm: bool = False
         if known != request.spec:
             raise ValueError(f"task {request.task_name}: requests disagree on the measurement spec")
 
+    if lm.world_size > 1:
+        release_process_group_at_exit()
     documents = documents_of(lm, unique)
     layout = locate_states(lm.model)
     ordered = sorted(specs.values(), key=lambda s: s.task)

@@ -206,6 +206,19 @@ def test_empty_state_is_flagged() -> None:
     assert "state 0: 200, state 1: 0" in results["onehot"].warnings[0]
 
 
+def test_a_state_measured_again_replaces_its_flag_and_warning() -> None:
+    """A second pass over a state (the fast precision's float64 fallback) replaces its first result whole."""
+    stream = make_stream(23, n=200, d=4)
+    first = feed(ResidualStatistics([0, 1, 2]), stream, states=[0]).compute()["id"]
+    again = feed(ResidualStatistics([1]), stream, states=[1]).compute()["id"]
+    assert set(first.ill_posed) == {1, 2} and again.ill_posed == {}
+    union = first.union(again)
+    assert union.values[1] == again.values[1] and not math.isnan(union.values[1])
+    assert union.ill_posed == {2: first.ill_posed[2]}
+    assert first.ill_posed[1] in first.warnings and first.ill_posed[1] not in union.warnings
+    assert first.ill_posed[2] in union.warnings and len(set(union.warnings)) == len(union.warnings)
+
+
 def test_empty_fold_is_skipped_with_a_note() -> None:
     stream = make_stream(24, n=400, d=5)
     documents = stream.documents * 3
