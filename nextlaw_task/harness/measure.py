@@ -43,12 +43,13 @@ def measure(lm: HFLM, requests: list[NextlawRequest], disable_tqdm: bool = False
         if known != request.spec:
             raise ValueError(f"task {request.task_name}: requests disagree on the measurement spec")
 
-    if lm.world_size > 1:
+    data_parallel = lm.world_size > 1
+    if data_parallel:
         release_process_group_at_exit()
     documents = documents_of(lm, unique)
     layout = locate_states(lm.model)
     ordered = sorted(specs.values(), key=lambda s: s.task)
-    runner = CorpusRunner(layout, ordered, len(lm.tokenizer), lm.world_size > 1, documents)
+    runner = CorpusRunner(layout, ordered, len(lm.tokenizer), data_parallel, documents)
     settings = runner.settings
     state_bytes = settings.state_bytes(layout.hidden_size, device=lm.device)
     plan = plan_memory(lm.device, state_bytes, ordered[0].memory_budget, settings.data_parallel)
