@@ -6,6 +6,11 @@ For each hidden size d it times, on one batch of n tokens:
 - ``ResidualStatistics.partial_fit`` for one state with the id measure, and with onehot,
 and then ``compute()`` for all four measures (in-sample) after ``--tokens`` tokens.
 
+``--row-blocks 80 288 1024`` also times the Gram update a row costs when rows come in blocks of those
+lengths, in float64 and in the ``fast`` precision (float32 products added to float64 sums; 80 rows is a
+jackknife cell's share of a CPU batch of 32 sentences, d / 2 what a cell gathers in fast precision), and
+the Cholesky factorizations a state's jackknife solve makes (one per cell and one for all rows).
+
     python benchmarks/bench_core.py --dims 576 2048 4096 --tokens 8192 --out benchmarks/out/core.json
 """
 
@@ -21,6 +26,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from nextlaw_task.engine.precision import FastGram
 from nextlaw_task.engine.stats import ResidualStatistics
 from nextlaw_task.engine.sums import add_gram
 
@@ -82,6 +88,24 @@ def bench_dim(d: int, batch: int, tokens: int, repeats: int, device: torch.devic
     return row
 
 
+def bench_row_blocks(d: int, lengths: list[int], cells: int, repeats: int, device: torch.device) -> dict[str, float]:
+    """Microseconds a row costs in the Gram update of a (d + 1)-column state, by the rows of each update, in
+    float64 and in fast precision; and milliseconds of the jackknife solve's ``cells`` + 1 factorizations."""
+    row: dict[str, float] = {"d": d}
+    zz = torch.zeros(d + 1, d + 1, dtype=torch.float64, device=device)
+    for n in lengths:
+        rows = _batch(n, d + 1, n, device)[0].double()
+        fast = FastGram(d + 1, device)
+        fast.chunks = 1  # not a sampled chunk: the products alone, as in 15 of 16 chunks
+        row[f"float64_{n}_rows_us_per_row"] = _best_seconds(lambda: add_gram(zz, rows), device, repeats) * 1e6 / n
+        row[f"fast_{n}_rows_us_per_row"] = _best_seconds(lambda: fast.update(zz, rows), device, repeats) * 1e6 / n
+    features = _batch(4 * d, d, 1, device)[0].double()
+    gram = features.T @ features
+    factor = lambda: [torch.linalg.cholesky_ex(gram) for _ in range(cells + 1)]  # noqa: E731
+    row["jackknife_factorizations_ms"] = _best_seconds(factor, device, repeats) * 1e3
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dims", type=int, nargs="+", default=[576, 2048, 4096])
@@ -89,10 +113,14 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=8192, help="tokens fed before timing compute()")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--row-blocks", type=int, nargs="*", default=[],
+                        help="also time the Gram update per row in blocks of these many rows, float64 and fast")
+    parser.add_argument("--cells", type=int, default=10, help="jackknife cells of the solve timed with --row-blocks")
     parser.add_argument("--out", type=Path, help="write the numbers as JSON here")
     args = parser.parse_args()
     device = torch.device(args.device)
     rows = [bench_dim(d, args.batch, args.tokens, args.repeats, device) for d in args.dims]
+    blocks = [bench_row_blocks(d, args.row_blocks, args.cells, args.repeats, device) for d in args.dims if args.row_blocks]
     header = f"{'d':>5} {'fp32 GEMM':>10} {'fp64 GEMM':>10} {'update id':>10} {'update 1hot':>11} {'compute s':>10} {'classes':>8}"
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, us per token per state")
     print(header)
@@ -105,10 +133,14 @@ def main() -> None:
     print("float64 Gram update by block count, us per token: " + "; ".join(
         f"d={r['d']}: " + ", ".join(f"{k}: {r[f'gram_{k}_blocks_us_per_token']:.2f}" for k in GRAM_BLOCKS) for r in rows
     ))
+    for r in blocks:
+        print(f"d={r['d']}, Gram update per row (us) by rows an update, float64 / fast: " + "; ".join(
+            f"{n}: {r[f'float64_{n}_rows_us_per_row']:.2f} / {r[f'fast_{n}_rows_us_per_row']:.2f}" for n in args.row_blocks
+        ) + f"; jackknife solve, {args.cells + 1} factorizations: {r['jackknife_factorizations_ms']:.1f} ms a state")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         meta = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor()}
-        args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+        args.out.write_text(json.dumps({"meta": meta, "rows": rows, "row_blocks": blocks}, indent=2))
 
 
 if __name__ == "__main__":

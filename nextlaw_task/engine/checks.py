@@ -8,15 +8,16 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from nextlaw_task.engine.jackknife import CellSplit
 from nextlaw_task.schema import MEASURE_NAMES
 
 
 def batch(
     state: int, states: Sequence[int], hidden_size: int | None, by_document: str | None,
-    features: Tensor, targets: Tensor, documents: Tensor | None,
-) -> tuple[Tensor, Tensor, Tensor | None]:
+    features: Tensor, targets: Tensor, documents: Tensor | CellSplit | None,
+) -> tuple[Tensor, Tensor, Tensor | CellSplit | None]:
     """``features`` (n, d) float, ``targets`` (n,) integer ids and, when the sums are split ``by_document``
-    (folds or jackknife groups, named in the message), ``documents`` (n,)."""
+    (folds or jackknife groups, named in the message), ``documents`` (n,) or their split over the cells."""
     if state not in states:
         raise ValueError(f"state {state!r} is not measured; the accumulator was built for states {list(states)}")
     features, targets = torch.as_tensor(features), torch.as_tensor(targets)
@@ -38,13 +39,24 @@ def batch(
     if by_document:
         if documents is None:
             raise ValueError(f"state {state}: {by_document} needs documents (n,) to split the sums by document")
-        documents = torch.as_tensor(documents)
-        if documents.shape != (n,) or documents.is_floating_point():
+        documents = documents if isinstance(documents, CellSplit) else torch.as_tensor(documents)
+        rows = documents.fold if isinstance(documents, CellSplit) else documents
+        if rows.shape != (n,) or rows.is_floating_point():
             raise ValueError(
                 f"state {state}: documents must be integer document indices of shape ({n},), "
-                f"got {documents.dtype} of shape {tuple(documents.shape)}"
+                f"got {rows.dtype} of shape {tuple(rows.shape)}"
             )
     return features, targets.long(), documents
+
+
+def cell_split(state: int, documents: Tensor | CellSplit, n_cells: int, device: torch.device) -> CellSplit:
+    """The split of a batch's rows over ``n_cells`` cells on ``device``: ``documents``' own, or made of them."""
+    if not isinstance(documents, CellSplit):
+        return CellSplit.of(documents.to(device), n_cells)
+    if len(documents.sizes) != n_cells:
+        raise ValueError(f"state {state}: the CellSplit is over {len(documents.sizes)} cells, the accumulator keeps "
+                         f"{n_cells}: make it with CellSplit.of(documents, {n_cells})")
+    return documents.to(device)
 
 
 def extra_values(state: int, extra: Tensor | None, n: int, extra_columns: int) -> Tensor | None:

@@ -22,13 +22,44 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
+import torch
+from torch import Tensor
+
 from nextlaw_task.engine.measures import MeasureResult, compute_measures, state_outcomes
-from nextlaw_task.engine.sums import Sums
+from nextlaw_task.engine.sums import F64, Sums
 
 
 def cell_count(n_folds: int, n_groups: int) -> int:
     """Cells the statistics are kept in: every fold and every group is a union of them."""
     return math.lcm(max(n_folds, 1), max(n_groups, 1))
+
+
+@dataclass(frozen=True)
+class CellSplit:
+    """A batch's rows over the cells of their documents: ``fold`` (each row's cell), ``order`` (the rows
+    sorted by cell, in their order within a cell), ``counts`` (rows per cell, float64) and ``sizes`` (the
+    same, as host integers).
+
+    The split is the same for every state, so a caller that feeds many states makes it once a batch
+    (:meth:`of` on the host, then :meth:`to` the device) and hands it to each ``partial_fit``: read off
+    a GPU tensor, the sizes would wait for the device once a state.
+    """
+
+    fold: Tensor
+    order: Tensor
+    counts: Tensor
+    sizes: tuple[int, ...]
+
+    @classmethod
+    def of(cls, documents: Tensor, n_cells: int) -> CellSplit:
+        """The split of rows whose document indices are ``documents`` (cell = document % ``n_cells``)."""
+        fold = documents.long().remainder(n_cells)
+        counts = torch.bincount(fold, minlength=n_cells)
+        return cls(fold, torch.argsort(fold, stable=True), counts.to(F64), tuple(counts.tolist()))
+
+    def to(self, device: torch.device | str) -> CellSplit:
+        """The split with its tensors on ``device``."""
+        return CellSplit(self.fold.to(device), self.order.to(device), self.counts.to(device), self.sizes)
 
 
 @dataclass(frozen=True)

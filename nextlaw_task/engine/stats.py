@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from nextlaw_task.engine import checks
-from nextlaw_task.engine.jackknife import CellLayout, measure_cells
+from nextlaw_task.engine.jackknife import CellLayout, CellSplit, measure_cells
 from nextlaw_task.engine.measures import MeasureResult, log_warnings
 from nextlaw_task.engine.precision import FastGram, checked_deviation
 from nextlaw_task.engine.sums import F64, ClassIndex, StateSums, Sums
@@ -166,13 +166,14 @@ class ResidualStatistics:
         state: int,
         features: Tensor,
         targets: Tensor,
-        documents: Tensor | None = None,
+        documents: Tensor | CellSplit | None = None,
         extra: Tensor | None = None,
         sign: int = 1,
     ) -> ResidualStatistics:
         """Add one batch of ``features`` (n, d) with next-token ``targets`` (n,) for hidden ``state``.
 
-        ``extra`` (n, extra_columns) holds the extra columns' values. ``sign=-1`` subtracts the
+        ``documents``: each row's document index, or their :class:`CellSplit` over this accumulator's
+        cells (made once for all states). ``extra`` (n, extra_columns) holds the extra columns' values. ``sign=-1`` subtracts the
         batch instead: the sums then describe a row set minus these rows (scalar measures only),
         which :func:`engine.shared.compute_shared` adds to another accumulator's rows.
         """
@@ -190,16 +191,16 @@ class ResidualStatistics:
             return self
         device = self._device or features.device
         targets = targets.to(device)
-        fold = None if self._cells == 1 else documents.to(device).remainder(self._cells)
+        split = None if self._cells == 1 else checks.cell_split(state, documents, self._cells, device)
         entry = self._stats.get(state)
         # unsplit rows are written straight among the state's pending rows when they fit there
-        room = entry.slot(0, features.shape[0]) if entry is not None and fold is None and sign == 1 else None
+        room = entry.slot(0, features.shape[0]) if entry is not None and split is None and sign == 1 else None
         z = self._augmented(features, targets, device, extra, None if entry is None else entry.shift, room)
         shift = entry.shift if entry is not None else z.mean(0)
         if entry is None:
             z.sub_(shift)
         # the column sums of split rows are taken per cell in _accumulate; checking needs them first
-        column_sums = z.sum(0) if fold is None or self.check_values else None
+        column_sums = z.sum(0) if split is None or self.check_values else None
         if self.check_values:
             checks.finite(state, features, column_sums)
         self._device, self._hidden_size = device, features.shape[1]
@@ -215,9 +216,9 @@ class ResidualStatistics:
             entry.z[0].add_(column_sums)
             entry.commit(0, z.shape[0])
         else:
-            self._accumulate(entry, z, column_sums, fold, sign)
+            self._accumulate(entry, z, column_sums, split, sign)
         if self._with_classes:
-            self._accumulate_classes(entry, z, targets, fold)
+            self._accumulate_classes(entry, z, targets, None if split is None else split.fold)
         entry.count += sign * z.shape[0]
         return self
 
@@ -264,18 +265,16 @@ class ResidualStatistics:
         finite = torch.stack([torch.isfinite(self._stats[s].z).all() for s in fed]).tolist()
         return [s for s, ok in zip(fed, finite) if not ok]
 
-    def _accumulate(self, entry: StateSums, z: Tensor, column_sums: Tensor | None, fold: Tensor | None, sign: int) -> None:
-        if fold is None:
+    def _accumulate(self, entry: StateSums, z: Tensor, column_sums: Tensor | None, split: CellSplit | None,
+                    sign: int) -> None:
+        if split is None:
             entry.n[0] += sign * z.shape[0]
             entry.z[0].add_(column_sums, alpha=sign)
             entry.update(0, z, sign)
             return
-        counts = torch.bincount(fold, minlength=self._cells)
-        entry.n.add_(counts.to(F64), alpha=sign)
-        order = torch.argsort(fold, stable=True)
-        sizes = counts.tolist()
-        gathered = sign == 1 and max(sizes) <= entry.capacity
-        blocks = torch.split(order, sizes) if gathered else torch.split(z[order], sizes)
+        entry.n.add_(split.counts, alpha=sign)
+        gathered = sign == 1 and max(split.sizes) <= entry.capacity
+        blocks = torch.split(split.order, split.sizes) if gathered else torch.split(z[split.order], split.sizes)
         for k, block in enumerate(blocks):
             if not block.shape[0]:
                 continue
@@ -359,7 +358,7 @@ class ResidualStatistics:
         (``engine.precision``); empty in float64."""
         columns = self._scalar_columns
         return {} if self.precision != "fast" else {
-            state: checked_deviation(Sums.total(self.cell_sums(state)), entry.fast,
+            state: checked_deviation(entry.total(self._hidden_size), entry.fast,
                                      {m: results[m].values[state] for m in columns}, columns, state)
             for state, entry in self._stats.items()}
 

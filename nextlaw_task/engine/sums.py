@@ -36,6 +36,8 @@ def gather_rows_for(hidden_size: int, device: torch.device | str | None) -> int:
     merges them. On a CPU the GEMMs run as fast on short row blocks and the copies do not pay: with
     SmolLM2, 10 jackknife cells and batches of 32 sentences, gathering left the Gram updates' time
     as it was and slowed the model's own operations (its activations lost the cache to the pending rows).
+    The ``fast`` precision's float32 products gain more from long blocks (``benchmarks/bench_core.py
+    --row-blocks``), but gathering for them slowed the whole run on a CPU all the same.
     """
     if device is None or torch.device(device).type != "cuda":
         return 0
@@ -278,6 +280,12 @@ class StateSums:
             self.grow(int(slots[:used].max()) + 1 if used else 0)
             self.counts.index_add_(1, slots[:used], other.counts[:, :used])
             self.class_x.index_add_(1, slots[:used], other.class_x[:, :used])
+
+    def total(self, hidden_size: int) -> Sums:
+        """The scalar sums of every cell together (no class sums), the Gram matrix mirrored once rather than
+        once a cell: what the fast precision's check reads."""
+        self.flush()
+        return Sums(float(self.n.sum()), self.z.sum(0), symmetric(self.zz.sum(0)), hidden_size)
 
     def fold_sums(self, hidden_size: int, columns: Tensor | None = None) -> list[Sums]:
         """One :class:`Sums` per fold; ``columns`` keeps only those columns of ``z`` (no class sums then)."""

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from nextlaw_task.engine.jackknife import CellSplit, cell_count
 from nextlaw_task.schema import Target
 
 
@@ -79,12 +80,18 @@ class Feed:
 
 @dataclass(frozen=True)
 class Share:
-    """Feed ``feed``'s rows ``start:stop`` lie in a chunk, at ``pick`` among its rows (None: all of them)."""
+    """Feed ``feed``'s rows ``start:stop`` lie in a chunk, at ``pick`` among its rows (None: all of them);
+    ``cells``: those rows split over the cells of the feed's accumulator (None: it keeps one cell)."""
 
     feed: int
     start: int
     stop: int
     pick: Tensor | None
+    cells: CellSplit | None = None
+
+    def to(self, device: torch.device | str) -> Share:
+        return Share(self.feed, self.start, self.stop, None if self.pick is None else self.pick.to(device),
+                     None if self.cells is None else self.cells.to(device))
 
 
 @dataclass(frozen=True)
@@ -117,11 +124,7 @@ class BatchPlan:
 
     def to(self, device: torch.device | str) -> BatchPlan:
         """The plan with every tensor on ``device``."""
-        chunks = tuple(
-            Chunk(c.normalize, c.rows.to(device),
-                  tuple(Share(s.feed, s.start, s.stop, None if s.pick is None else s.pick.to(device)) for s in c.shares))
-            for c in self.chunks
-        )
+        chunks = tuple(Chunk(c.normalize, c.rows.to(device), tuple(s.to(device) for s in c.shares)) for c in self.chunks)
         return BatchPlan(self.ids.to(device), self.mask.to(device), tuple(f.to(device) for f in self.feeds), chunks,
                          self.counts)
 
@@ -240,11 +243,18 @@ def _chunks(feeds: Sequence[Feed], pools: Sequence[Pool], chunk_rows: int) -> tu
             shares = []
             for k, f in members:
                 if torch.equal(f.rows, rows):
-                    shares.append(Share(k, low, high, None))
-                    continue
-                start = int(torch.searchsorted(f.rows, rows[low]))
-                stop = int(torch.searchsorted(f.rows, rows[high - 1], right=True))
+                    start, stop, pick = low, high, None
+                else:
+                    start = int(torch.searchsorted(f.rows, rows[low]))
+                    stop = int(torch.searchsorted(f.rows, rows[high - 1], right=True))
+                    pick = torch.searchsorted(rows[low:high], f.rows[start:stop])
                 if start < stop:
-                    shares.append(Share(k, start, stop, torch.searchsorted(rows[low:high], f.rows[start:stop])))
+                    shares.append(Share(k, start, stop, pick, _cells(f.docs[start:stop], pools[f.pool])))
             chunks.append(Chunk(how, rows[low:high], tuple(shares)))
     return tuple(chunks)
+
+
+def _cells(documents: Tensor, pool: Pool) -> CellSplit | None:
+    """The split of a share's rows over the cells its pool's accumulator keeps (made once, for every state)."""
+    n_cells = cell_count(pool.folds, pool.groups)
+    return None if n_cells == 1 else CellSplit.of(documents, n_cells)

@@ -276,7 +276,8 @@ class CorpusRunner:
                     f = plan.feeds[share.feed]
                     part = slice(share.start, share.stop)
                     features = normalized if share.pick is None else normalized.index_select(0, share.pick)
-                    stats[f.pool].partial_fit(state, features, f.targets[part], f.docs[part],
+                    documents = f.docs[part] if share.cells is None else share.cells  # split once for all states
+                    stats[f.pool].partial_fit(state, features, f.targets[part], documents,
                                               None if f.extra is None else f.extra[part], sign=f.sign)
 
         wanted = sorted({s for f in plan.feeds for s in stats[f.pool].states})

@@ -8,6 +8,7 @@ import torch
 from engine_helpers import make_stream
 from nextlaw_task.engine.precision import FAST_TOLERANCE, split_tf32
 from nextlaw_task.engine.stats import ResidualStatistics
+from nextlaw_task.engine.sums import Sums
 
 N, D = 20000, 96
 
@@ -48,6 +49,44 @@ def test_the_checked_deviation_covers_the_actual_one(kind: str) -> None:
         assert checked <= FAST_TOLERANCE / 10
     else:
         assert checked > FAST_TOLERANCE
+
+
+@pytest.mark.parametrize("kind", ["plain", "offset", "massive"])
+def test_gathered_fast_rows_keep_the_check(kind: str) -> None:
+    """With jackknife cells and rows gathered per cell (as on a CPU in fast precision), the Gram updates
+    take long row blocks, and the check still covers the actual deviation, per cell replicates included."""
+    x, targets, documents = _features(kind)
+    kwargs = {"measures": ("id", "shuffled_id"), "vocab_size": 1000, "n_groups": 10}
+    exact = ResidualStatistics([0], **kwargs)
+    fast = ResidualStatistics([0], **kwargs, precision="fast", gather_rows=D // 2)
+    batches = torch.arange(N).split(100)  # about 10 rows a cell and batch
+    for rows in batches:
+        exact.partial_fit(0, x[rows], targets[rows], documents[rows])
+        fast.partial_fit(0, x[rows], targets[rows], documents[rows])
+    gram = fast._stats[0].fast
+    assert gram.rows == N - sum(fast._stats[0].filled)  # rows still pending are not yet multiplied
+    assert gram.chunks < len(batches) * 10 / 4  # blocks of up to D / 2 rows, not one update a cell and batch
+    values, expected = fast.compute(), exact.compute()
+    checked = fast.checked_deviations(values)[0]
+    actual = max(abs(values[m].values[0] - expected[m].values[0]) for m in ("id", "shuffled_id"))
+    assert actual <= checked <= FAST_TOLERANCE / 10
+    for m in ("id", "shuffled_id"):
+        assert values[m].replicates[0] == pytest.approx(expected[m].replicates[0], abs=FAST_TOLERANCE)
+
+
+def test_the_check_reads_all_cells_summed_once() -> None:
+    """``StateSums.total`` (the check's input) equals the sum of the cells' full sums."""
+    x, targets, documents = _features("massive")
+    stats = ResidualStatistics([0], ("id", "shuffled_id"), vocab_size=1000, n_groups=10, gather_rows=30)
+    for rows in torch.arange(5000).split(100):
+        stats.partial_fit(0, x[rows], targets[rows], documents[rows])
+    entry = stats._stats[0]
+    assert any(entry.filled)  # rows still pending: the total adds them first
+    total, cells = entry.total(D), Sums.total(stats.cell_sums(0))
+    assert total.n == cells.n == 5000 and total.hidden_size == D
+    assert torch.allclose(total.z, cells.z, rtol=1e-12, atol=1e-6)
+    assert torch.allclose(total.zz, cells.zz, rtol=1e-12, atol=1e-3)
+    assert torch.equal(total.zz, total.zz.T)
 
 
 def test_split_tf32_parts_are_exact_and_short() -> None:

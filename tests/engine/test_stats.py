@@ -24,6 +24,7 @@ from engine_helpers import (
     relative_error,
     results_close,
 )
+from nextlaw_task.engine.jackknife import CellSplit
 from nextlaw_task.engine.reduce import all_reduce_statistics
 from nextlaw_task.engine.stats import ResidualStatistics
 from nextlaw_task.engine.sums import add_gram, gather_rows_for, gram_blocks, symmetric
@@ -318,6 +319,27 @@ def test_gathered_rows_give_the_sums_of_updates_at_once(n_folds: int, n_groups: 
         expected = at_once.compute()["id"].replicates
         for state, replicates in gathered.compute()["id"].replicates.items():
             assert replicates == pytest.approx(expected[state], rel=1e-10)
+
+
+@pytest.mark.parametrize("gather_rows", [0, 40])
+def test_a_cell_split_made_once_gives_the_sums_of_the_documents(gather_rows: int) -> None:
+    """``partial_fit`` with a :class:`CellSplit` of the documents (what the runner makes once a batch for
+    every state) gives the very sums that the documents give; a split over other cells is refused."""
+    stream = make_stream(53, n=400, d=6)
+    kwargs = {"measures": ALL_MEASURES, "n_folds": 2, "n_groups": 3, "vocab_size": 40, "gather_rows": gather_rows}
+    by_documents, by_split = ResidualStatistics([0, 1], **kwargs), ResidualStatistics([0, 1], **kwargs)
+    for rows in torch.arange(400).split(50):
+        split = CellSplit.of(stream.documents[rows], 6)
+        for state in (0, 1):
+            by_documents.partial_fit(state, stream.features[rows], stream.targets[rows], stream.documents[rows])
+            by_split.partial_fit(state, stream.features[rows], stream.targets[rows], split)
+    for state in (0, 1):
+        for mine, theirs in zip(by_split.cell_sums(state), by_documents.cell_sums(state)):
+            assert mine.n == theirs.n and torch.equal(mine.zz, theirs.zz) and torch.equal(mine.class_x, theirs.class_x)
+    with pytest.raises(ValueError, match=r"over 3 cells, the accumulator keeps 6: make it with CellSplit.of\(documents, 6\)"):
+        by_split.partial_fit(0, stream.features[:50], stream.targets[:50], CellSplit.of(stream.documents[:50], 3))
+    with pytest.raises(ValueError, match=r"documents must be integer document indices of shape \(49,\)"):
+        by_split.partial_fit(0, stream.features[:49], stream.targets[:49], CellSplit.of(stream.documents[:50], 6))
 
 
 def test_gathered_rows_reach_merges_and_the_memory_estimate() -> None:

@@ -96,6 +96,24 @@ def test_chunks_cover_every_feed_row_once_and_pick_the_right_rows(chunk_rows: in
         assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
 
 
+@pytest.mark.parametrize("chunk_rows", [3, 1000])
+def test_shares_of_a_pool_with_cells_carry_their_rows_split_over_the_cells(chunk_rows: int) -> None:
+    """Made once in the plan for every state: the cell of each row (document % cells), the rows in cell order
+    and the rows per cell; a pool of one cell gets none."""
+    plan = plan_batch(BATCH, POOLS, range(5), chunk_rows=chunk_rows)
+    for chunk in plan.chunks:
+        for share in chunk.shares:
+            feed = plan.feeds[share.feed]
+            if POOLS[feed.pool].folds == 0:
+                assert share.cells is None
+                continue
+            docs = feed.docs[share.start : share.stop]
+            assert share.cells.fold.tolist() == (docs % 2).tolist()
+            assert share.cells.sizes == tuple(int((docs % 2 == k).sum()) for k in range(2))
+            assert share.cells.counts.tolist() == list(share.cells.sizes)
+            assert (docs % 2)[share.cells.order].tolist() == sorted((docs % 2).tolist())
+
+
 def test_a_feed_equal_to_the_chunk_takes_it_whole() -> None:
     plan = plan_batch(BATCH, POOLS, [4], chunk_rows=100)
     (chunk,) = plan.chunks

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tiny import VOCAB
+from nextlaw_task.engine.jackknife import CellSplit
 from nextlaw_task.pipeline.capture import locate_states
 from nextlaw_task.options import MeasurementSpec
 from nextlaw_task.pipeline.runner import CorpusRunner, Document
@@ -210,3 +211,16 @@ def test_documents_of_one_token_give_nan_and_a_reason_not_an_internal_error(tiny
         assert all(np.isnan(metrics[task][layer_metric("pr", s, 3)]) for s in range(4))
         assert metrics[task]["ill_posed_states"] == 4.0 and np.isnan(metrics[task]["law_slope"])
     assert "no samples were fed" in caplog.text
+
+
+def test_rows_are_split_over_the_cells_once_a_batch_not_once_a_state(tiny_models, monkeypatch):
+    """The jackknife cells of a batch's rows are worked out in its plan, once for all states (on a GPU,
+    reading the rows per cell off the device would wait for it once a state)."""
+    model = tiny_models["llama"]
+    made: list[int] = []
+    original = CellSplit.of.__func__
+    monkeypatch.setattr(CellSplit, "of", classmethod(lambda cls, docs, n: made.append(n) or original(cls, docs, n)))
+    docs = random_documents(20, seed=3)
+    run(model, [MeasurementSpec(task="id")], docs, batch_size=8)
+    assert locate_states(model).n_layers >= 2
+    assert made == [10, 10, 10]  # three batches of one chunk, ten jackknife groups; not once a state
