@@ -37,8 +37,9 @@ def cell_count(n_folds: int, n_groups: int) -> int:
 @dataclass(frozen=True)
 class CellSplit:
     """A batch's rows over the cells of their documents: ``fold`` (each row's cell), ``order`` (the rows
-    sorted by cell, in their order within a cell), ``counts`` (rows per cell, float64) and ``sizes`` (the
-    same, as host integers).
+    sorted by cell, in their order within a cell), ``indicator`` (rows x cells, 1.0 where the row lies:
+    every cell's column sums in one product), ``counts`` (rows per cell, float64) and ``sizes`` (the same,
+    as host integers).
 
     The split is the same for every state, so a caller that feeds many states makes it once a batch
     (:meth:`of` on the host, then :meth:`to` the device) and hands it to each ``partial_fit``: read off
@@ -47,6 +48,7 @@ class CellSplit:
 
     fold: Tensor
     order: Tensor
+    indicator: Tensor
     counts: Tensor
     sizes: tuple[int, ...]
 
@@ -55,11 +57,13 @@ class CellSplit:
         """The split of rows whose document indices are ``documents`` (cell = document % ``n_cells``)."""
         fold = documents.long().remainder(n_cells)
         counts = torch.bincount(fold, minlength=n_cells)
-        return cls(fold, torch.argsort(fold, stable=True), counts.to(F64), tuple(counts.tolist()))
+        indicator = torch.nn.functional.one_hot(fold, n_cells).to(F64)
+        return cls(fold, torch.argsort(fold, stable=True), indicator, counts.to(F64), tuple(counts.tolist()))
 
     def to(self, device: torch.device | str) -> CellSplit:
         """The split with its tensors on ``device``."""
-        return CellSplit(self.fold.to(device), self.order.to(device), self.counts.to(device), self.sizes)
+        fold, order, indicator, counts = (t.to(device) for t in (self.fold, self.order, self.indicator, self.counts))
+        return CellSplit(fold, order, indicator, counts, self.sizes)
 
 
 @dataclass(frozen=True)

@@ -152,11 +152,11 @@ class ResidualStatistics:
         n_states: int, hidden_size: int, measures: Sequence[str], n_folds: int, n_classes: int = 0,
         extra_columns: int = 0, n_groups: int = 0, gather_rows: int = 0, precision: str = "float64",
     ) -> int:
-        """Bytes of statistics for ``n_states`` states (float64), gathered rows included, excluding one
-        batch's float64 copy."""
+        """Bytes of statistics for ``n_states`` states (float64), gathered rows and their cells included,
+        excluding one batch's float64 copy."""
         folds = CellLayout(n_folds, n_groups).n_cells
         size = hidden_size + sum(m in SCALAR_MEASURES for m in measures) + extra_columns
-        per_state = folds * (1 + size + size * size + gather_rows * size) + size + (precision == "fast") * size * size
+        per_state = folds * (1 + size + size * size + gather_rows * (size + 1)) + size + (precision == "fast") * size * size
         if any(m in CLASS_MEASURES for m in measures):
             per_state += folds * n_classes * (hidden_size + 1)
         return 8 * n_states * per_state
@@ -193,13 +193,13 @@ class ResidualStatistics:
         targets = targets.to(device)
         split = None if self._cells == 1 else checks.cell_split(state, documents, self._cells, device)
         entry = self._stats.get(state)
-        # unsplit rows are written straight among the state's pending rows when they fit there
-        room = entry.slot(0, features.shape[0]) if entry is not None and split is None and sign == 1 else None
+        # rows are written straight among the state's pending rows when they fit there
+        room = entry.slot(features.shape[0]) if entry is not None and sign == 1 else None
         z = self._augmented(features, targets, device, extra, None if entry is None else entry.shift, room)
         shift = entry.shift if entry is not None else z.mean(0)
         if entry is None:
             z.sub_(shift)
-        # the column sums of split rows are taken per cell in _accumulate; checking needs them first
+        # the column sums of split rows are taken per cell in _accumulate; checking needs their total first
         column_sums = z.sum(0) if split is None or self.check_values else None
         if self.check_values:
             checks.finite(state, features, column_sums)
@@ -211,12 +211,7 @@ class ResidualStatistics:
             entry.gather(self.gather_rows)
             if self.precision == "fast":
                 entry.fast = FastGram(z.shape[1], device)
-        if room is not None:
-            entry.n[0] += z.shape[0]
-            entry.z[0].add_(column_sums)
-            entry.commit(0, z.shape[0])
-        else:
-            self._accumulate(entry, z, column_sums, split, sign)
+        self._accumulate(entry, z, column_sums, split, sign, gathered=room is not None)
         if self._with_classes:
             self._accumulate_classes(entry, z, targets, None if split is None else split.fold)
         entry.count += sign * z.shape[0]
@@ -266,25 +261,22 @@ class ResidualStatistics:
         return [s for s, ok in zip(fed, finite) if not ok]
 
     def _accumulate(self, entry: StateSums, z: Tensor, column_sums: Tensor | None, split: CellSplit | None,
-                    sign: int) -> None:
+                    sign: int, gathered: bool) -> None:
+        """Add the rows ``z``: counts and column sums now, the Gram update now or, ``gathered``, when flushed."""
         if split is None:
             entry.n[0] += sign * z.shape[0]
             entry.z[0].add_(column_sums, alpha=sign)
+        else:
+            entry.n.add_(split.counts, alpha=sign)
+            entry.z.addmm_(split.indicator.T, z, alpha=sign)  # every cell's column sums in one product
+        if gathered:
+            entry.commit(z.shape[0], *((None, None) if split is None else (split.fold, split.sizes)))
+        elif split is None:
             entry.update(0, z, sign)
-            return
-        entry.n.add_(split.counts, alpha=sign)
-        gathered = sign == 1 and max(split.sizes) <= entry.capacity
-        blocks = torch.split(split.order, split.sizes) if gathered else torch.split(z[split.order], split.sizes)
-        for k, block in enumerate(blocks):
-            if not block.shape[0]:
-                continue
-            if gathered:  # each cell's rows are copied among its pending rows, in document order
-                room = entry.slot(k, block.shape[0])
-                block = torch.index_select(z, 0, block, out=room)
-                entry.commit(k, block.shape[0])
-            entry.z[k].add_(block.sum(0), alpha=sign)
-            if not gathered:
-                entry.update(k, block, sign)
+        else:
+            for k, block in enumerate(torch.split(z[split.order], split.sizes)):
+                if block.shape[0]:
+                    entry.update(k, block, sign)
 
     def _accumulate_classes(self, entry: StateSums, z: Tensor, targets: Tensor, fold: Tensor | None) -> None:
         if self._classes is None:

@@ -141,10 +141,12 @@ class ClassIndex:
 class StateSums:
     """The running sums of one hidden state: leading axis = cell (length 1 when not split by document).
 
-    Rows may be *gathered* before their Gram update (:meth:`gather`): each cell keeps up to
-    ``capacity`` shifted rows in ``pending`` and adds them to ``zz`` in one GEMM when full or when
-    the sums are read, so that batches of few rows per cell do not each rewrite every cell's matrix.
-    ``n`` and ``z`` are always up to date; ``zz`` is once :meth:`flush` ran (every reader calls it).
+    Rows may be *gathered* before their Gram update (:meth:`gather`): a batch's shifted rows are written
+    as they come into ``pending`` (room for ``capacity`` rows a cell, all cells together), with each row's
+    cell in ``pending_cells``; when the next batch does not fit, or the sums are read, every cell's rows
+    are added to its ``zz`` in one GEMM. Batches of few rows per cell then neither rewrite every cell's
+    matrix nor pay a copy and a launch per cell. ``n`` and ``z`` are always up to date; ``zz`` is once
+    :meth:`flush` ran (every reader calls it).
     """
 
     shift: Tensor
@@ -156,6 +158,8 @@ class StateSums:
     count: int = 0
     capacity: int = 0
     pending: Tensor | None = field(default=None, repr=False)
+    pending_cells: Tensor | None = field(default=None, repr=False)
+    #: pending rows per cell
     filled: list[int] = field(default_factory=list)
     #: the ``fast`` precision's update and its check (``engine.precision.FastGram``); None: float64 products
     fast: Any = field(default=None, repr=False)
@@ -181,37 +185,50 @@ class StateSums:
         )
 
     def gather(self, capacity: int) -> None:
-        """Gather up to ``capacity`` rows per cell before a Gram update (0: update at once)."""
+        """Gather up to ``capacity`` rows a cell before the Gram updates (0: update at once)."""
         self.capacity = max(0, int(capacity))
         self.filled = [0] * self.zz.shape[0]
 
-    def slot(self, cell: int, rows: int) -> Tensor | None:
-        """Room for ``rows`` more rows of ``cell`` among the pending rows (the cell's rows are added to
-        ``zz`` first when full), or None when they are more than it gathers; :meth:`commit` keeps them."""
-        if rows == 0 or rows > self.capacity:
+    def slot(self, rows: int) -> Tensor | None:
+        """Room for ``rows`` more rows among the pending rows (those pending are added to ``zz`` first when
+        they do not fit beside them), or None when they are more than all cells gather; :meth:`commit`
+        keeps them."""
+        room = self.capacity * len(self.filled)
+        if rows == 0 or rows > room:
             return None
         if self.pending is None:  # allocated on first use: batches that never fit never pay for it
-            self.pending = self.zz.new_empty(self.zz.shape[0], self.capacity, self.zz.shape[1])
-        if self.filled[cell] + rows > self.capacity:
-            self._flush_cell(cell)
-        start = self.filled[cell]
-        return self.pending[cell, start : start + rows]
+            self.pending = self.zz.new_empty(room, self.zz.shape[1])
+            self.pending_cells = torch.zeros(room, dtype=torch.int64, device=self.zz.device)
+        if sum(self.filled) + rows > room:
+            self.flush()
+        start = sum(self.filled)
+        return self.pending[start : start + rows]
 
-    def commit(self, cell: int, rows: int) -> None:
-        """Keep the ``rows`` written into the last :meth:`slot` of ``cell``."""
-        self.filled[cell] += rows
+    def commit(self, rows: int, cells: Tensor | None = None, sizes: Sequence[int] | None = None) -> None:
+        """Keep the ``rows`` written into the last :meth:`slot`: all of cell 0, or of the ``cells`` given per
+        row, ``sizes`` of them in each."""
+        start = sum(self.filled)
+        if cells is None:
+            self.filled[0] += rows
+            return
+        self.pending_cells[start : start + rows].copy_(cells)
+        self.filled = [have + more for have, more in zip(self.filled, sizes)]
 
     def flush(self) -> None:
-        """Add every pending row to the Gram matrices."""
-        for cell in range(len(self.filled)):
-            self._flush_cell(cell)
-
-    def _flush_cell(self, cell: int) -> None:
-        if self.filled[cell]:
-            # sums made in a forward pass are inference tensors: they are updated in place only in that mode
-            with torch.inference_mode(self.zz.is_inference()):
-                self.update(cell, self.pending[cell, : self.filled[cell]])
-            self.filled[cell] = 0
+        """Add every pending row to its cell's Gram matrix."""
+        waiting = sum(self.filled)
+        if not waiting:
+            return
+        # sums made in a forward pass are inference tensors: they are updated in place only in that mode
+        with torch.inference_mode(self.zz.is_inference()):
+            if len(self.filled) == 1:
+                self.update(0, self.pending[:waiting])
+            else:
+                order = torch.argsort(self.pending_cells[:waiting], stable=True)
+                for cell, rows in enumerate(torch.split(order, self.filled)):
+                    if rows.numel():
+                        self.update(cell, self.pending.index_select(0, rows))
+        self.filled = [0] * len(self.filled)
 
     @property
     def n_slots(self) -> int:

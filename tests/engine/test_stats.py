@@ -12,6 +12,7 @@ import torch.multiprocessing as mp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.linear_model import LinearRegression
+from torch.overrides import TorchFunctionMode
 
 from engine_helpers import (
     ALL_MEASURES,
@@ -342,6 +343,34 @@ def test_a_cell_split_made_once_gives_the_sums_of_the_documents(gather_rows: int
         by_split.partial_fit(0, stream.features[:49], stream.targets[:49], CellSplit.of(stream.documents[:50], 6))
 
 
+class _CountCalls(TorchFunctionMode):
+    """Counts the torch functions and tensor methods called (each a kernel launch or more on a GPU)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_gathered_batch_costs_the_same_calls_however_many_cells() -> None:
+    """Gathered rows are written once and summed per cell in one product: a batch's update makes as many
+    torch calls with 20 cells as with 2 (a copy, a sum and a launch per cell would grow with them)."""
+    stream = make_stream(54, n=200, d=6)
+    calls = []
+    for groups in (2, 20):
+        stats = ResidualStatistics([0], ("id",), n_groups=groups, gather_rows=100)
+        stats.partial_fit(0, stream.features[:100], stream.targets[:100], stream.documents[:100])
+        split = CellSplit.of(stream.documents[100:], groups)
+        with _CountCalls() as counted:
+            stats.partial_fit(0, stream.features[100:], stream.targets[100:], split)
+        assert sum(stats._stats[0].filled) == 100  # gathered, not yet added to the Gram matrices
+        calls.append(counted.calls)
+    assert calls[0] == calls[1]
+
+
 def test_gathered_rows_reach_merges_and_the_memory_estimate() -> None:
     stream = make_stream(52, n=300, d=6)
     halves = [Stream(stream.features[p], stream.targets[p], stream.documents[p])
@@ -350,7 +379,11 @@ def test_gathered_rows_reach_merges_and_the_memory_estimate() -> None:
     first, second = (feed(ResidualStatistics([0], ("id",), n_groups=3, gather_rows=40), h, batch=9) for h in halves)
     assert any(first._stats[0].filled) and any(second._stats[0].filled)
     results_close(first.merge(second).compute(), whole.compute(), rtol=1e-10)
-    assert ResidualStatistics.memory_bytes(1, 6, ("id",), 0, n_groups=3, gather_rows=40) == 8 * (3 * (1 + 7 + 49 + 40 * 7) + 7)
+    planned = ResidualStatistics.memory_bytes(1, 6, ("id",), 0, n_groups=3, gather_rows=40)
+    assert planned == 8 * (3 * (1 + 7 + 49 + 40 * (7 + 1)) + 7)  # each cell's room: 40 rows and their cells
+    entry = first._stats[0]
+    held = [entry.shift, entry.n, entry.z, entry.zz, entry.pending, entry.pending_cells]
+    assert sum(t.numel() * t.element_size() for t in held) == planned
     with pytest.raises(ValueError, match="gather_rows must be an int >= 0"):
         ResidualStatistics([0], gather_rows=-1)
 

@@ -102,13 +102,13 @@ def _llama_70b(**metadata: str):
 
 
 def _one_state_bytes(groups: int, gather_rows: int | None = None) -> int:
-    """8 bytes x cells x (1 + size + size^2 + gather_rows x size) + 8 x size: the id target adds one column to d;
-    in-sample, the cells are the jackknife groups (lcm(1, G)), or 1 without the jackknife."""
+    """8 bytes x cells x (1 + size + size^2 + gather_rows x (size + 1)) + 8 x size: the id target adds one column
+    to d, each gathered row its cell; in-sample, the cells are the jackknife groups (lcm(1, G)), or 1 without."""
     from nextlaw_task.engine.sums import gather_rows_for
 
     size, cells = LLAMA_70B_HIDDEN + 1, max(groups, 1)
     gather = gather_rows_for(LLAMA_70B_HIDDEN, "cuda") if gather_rows is None else gather_rows
-    return 8 * (cells * (1 + size + size**2 + gather * size) + size)
+    return 8 * (cells * (1 + size + size**2 + gather * (size + 1)) + size)
 
 
 def _mock_free_memory(monkeypatch, free: int) -> list:

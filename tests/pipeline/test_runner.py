@@ -7,6 +7,7 @@ import pytest
 
 from tiny import VOCAB
 from nextlaw_task.engine.jackknife import CellSplit
+from nextlaw_task.engine.sums import StateSums
 from nextlaw_task.pipeline.capture import locate_states
 from nextlaw_task.options import MeasurementSpec
 from nextlaw_task.pipeline.runner import CorpusRunner, Document
@@ -224,3 +225,32 @@ def test_rows_are_split_over_the_cells_once_a_batch_not_once_a_state(tiny_models
     run(model, [MeasurementSpec(task="id")], docs, batch_size=8)
     assert locate_states(model).n_layers >= 2
     assert made == [10, 10, 10]  # three batches of one chunk, ten jackknife groups; not once a state
+
+
+def test_rows_gathered_as_on_a_gpu_give_the_metrics_and_errors_of_updates_at_once(tiny_models, monkeypatch):
+    """The GPU's path on the CPU: rows gathered per state (16 a cell, 10 jackknife cells, flushed as batches
+    come and when the sums are read) give every metric and standard error of the CPU's updates at once."""
+    import nextlaw_task.pipeline.runner as runner_module
+
+    model = tiny_models["llama"]
+    docs = random_documents(60, seed=9)
+    specs = [MeasurementSpec(task="id"), MeasurementSpec(task="prev", target="previous")]
+
+    def measured() -> dict[str, tuple[dict, dict]]:
+        runner = CorpusRunner(locate_states(model), specs, VOCAB)
+        documents = [Document(tuple(t), tuple((s.task, i) for s in specs)) for i, t in enumerate(docs)]
+        for start in range(0, len(documents), 6):
+            runner.feed(documents[start : start + 6], "cpu")
+        return {s.task: runner.finish_with_errors(s.task) for s in specs}
+
+    at_once = measured()
+    gathered: list[int] = []
+    monkeypatch.setattr(runner_module, "gather_rows_for", lambda d, device: gathered.append(d) or d // 2)
+    commits = []
+    keep = StateSums.commit
+    monkeypatch.setattr(StateSums, "commit", lambda self, rows, *cells: commits.append(rows) or keep(self, rows, *cells))
+    for task, (metrics, errors) in measured().items():
+        assert metrics == pytest.approx(at_once[task][0], rel=1e-9, abs=1e-12), task
+        assert errors == pytest.approx(at_once[task][1], rel=1e-7, abs=1e-12), task
+    assert gathered and set(gathered) == {32}
+    assert len(commits) > 20  # batches after each state's first were gathered
