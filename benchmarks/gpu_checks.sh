@@ -2,7 +2,8 @@
 # The GPU measurements the README reports, in one run (several minutes on an H200, most of it building and
 # loading the random 7B-shape model once): exactness on CUDA against a brute-force fit, (a), (afast) and
 # (floor) on the random 7B shape, the warm in-process profile in float64 and fast precision, and the fast
-# precision's PR deviation per state against what its check reports (TF32 tensor-core products).
+# precision's PR deviation per state against what its check reports (TF32 tensor-core products), and the
+# Gram update's cost per row by rows an update in both precisions (the float64 bound).
 #
 #     benchmarks/gpu_checks.sh [OUTPUT_FOLDER]        # default: benchmarks/out/gpu; PYTHON=... to choose python
 #
@@ -25,3 +26,4 @@ run benchmarks/bench_pipeline.py --device cuda --dtype bfloat16 --model random-l
 run benchmarks/profile_pass.py --device cuda --dtype bfloat16 --model random-llama-7b --precision float64 fast --out "$out"
 run benchmarks/fast_precision.py --device cuda --dtype bfloat16 --out "$out"
 run benchmarks/fast_precision.py --device cuda --dtype bfloat16 --model random-llama-7b-width --sentences 600 --out "$out"
+run benchmarks/bench_core.py --device cuda --dims 576 4096 --row-blocks 90 1024 --out "$out/core.json"
