@@ -173,9 +173,9 @@ class ResidualStatistics:
         """Add one batch of ``features`` (n, d) with next-token ``targets`` (n,) for hidden ``state``.
 
         ``documents``: each row's document index, or their :class:`CellSplit` over this accumulator's
-        cells (made once for all states). ``extra`` (n, extra_columns) holds the extra columns' values. ``sign=-1`` subtracts the
-        batch instead: the sums then describe a row set minus these rows (scalar measures only),
-        which :func:`engine.shared.compute_shared` adds to another accumulator's rows.
+        cells (made once for all states). ``extra`` (n, extra_columns) holds the extra columns' values.
+        ``sign=-1`` subtracts the batch instead: the sums then describe a row set minus these rows (scalar
+        measures only), which :func:`engine.shared.compute_shared` adds to another accumulator's rows.
         """
         features, targets, documents = checks.batch(
             state, self.states, self._hidden_size, self._split_by, features, targets, documents
