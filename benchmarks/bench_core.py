@@ -8,7 +8,7 @@ and then ``compute()`` for all four measures (in-sample) after ``--tokens`` toke
 
 ``--row-blocks 80 288 1024`` also times the Gram update a row costs when rows come in blocks of those
 lengths, in float64 and in the ``fast`` precision (float32 products added to float64 sums; 80 rows is a
-jackknife cell's share of a CPU batch of 32 sentences, d / 2 what a cell gathers in fast precision), and
+jackknife cell's share of a CPU batch of 32 sentences, d / 2 what a cell gathers on a GPU), and
 the Cholesky factorizations a state's jackknife solve makes (one per cell and one for all rows).
 
     python benchmarks/bench_core.py --dims 576 2048 4096 --tokens 8192 --out benchmarks/out/core.json

@@ -270,7 +270,7 @@ class ResidualStatistics:
             entry.n.add_(split.counts, alpha=sign)
             entry.z.addmm_(split.indicator.T, z, alpha=sign)  # every cell's column sums in one product
         if gathered:
-            entry.commit(z.shape[0], *((None, None) if split is None else (split.fold, split.sizes)))
+            entry.commit(z.shape[0], None if split is None else split.fold, None if split is None else split.sizes)
         elif split is None:
             entry.update(0, z, sign)
         else:

@@ -53,8 +53,8 @@ def test_the_checked_deviation_covers_the_actual_one(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", ["plain", "offset", "massive"])
 def test_gathered_fast_rows_keep_the_check(kind: str) -> None:
-    """With jackknife cells and rows gathered per cell (as on a CPU in fast precision), the Gram updates
-    take long row blocks, and the check still covers the actual deviation, per cell replicates included."""
+    """With jackknife cells and rows gathered per state (as on a GPU), the fast Gram updates take long row
+    blocks, and the check still covers the actual deviation, per cell replicates included."""
     x, targets, documents = _features(kind)
     kwargs = {"measures": ("id", "shuffled_id"), "vocab_size": 1000, "n_groups": 10}
     exact = ResidualStatistics([0], **kwargs)
