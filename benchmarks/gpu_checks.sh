@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU measurements the README reports, in one run (several minutes on an H200, most of it building and
 # loading the random 7B-shape model once): exactness on CUDA against a brute-force fit, (a), (afast) and
-# (floor) on the random 7B shape, the warm in-process profile in float64 and fast precision, and the fast
+# (floor) on the random 7B shape, the warm in-process profile in float64 and fast precision (each with and
+# without the side stream), and the fast
 # precision's PR deviation per state against what its check reports (TF32 tensor-core products), and the
 # Gram update's cost per row by rows an update in both precisions (the float64 bound).
 #

@@ -13,6 +13,8 @@ cumulative stages, so that each difference is what one stage adds:
 - solve:      the end of the pass: every state's least squares and the law.
 
 ``--precision float64 fast`` times the last two stages once in each precision (fast: the check too).
+On a GPU they are timed twice more, ``no overlap``: the statistics on the model's stream
+(``CorpusRunner(overlap=False)``, the same windows of states) against the side stream of a real run.
 
 Every stage runs ``--repeats`` times after one warm-up batch; the fastest run counts.
 """
@@ -98,15 +100,17 @@ def main() -> None:
     seconds = {"floor": timed(floor, work, args.device, args.repeats)}
     seconds["hooks"] = timed(hooks, work, args.device, args.repeats)
     seconds["normalize"] = timed(normalize, work, args.device, args.repeats)
-    for precision in args.precision:
-        suffix = "" if args.precision == ["float64"] else f" ({precision})"
+    overlaps = (True, False) if args.device.startswith("cuda") else (True,)
+    for precision, overlap in ((p, o) for p in args.precision for o in overlaps):
+        named = [precision] * (args.precision != ["float64"]) + ["no overlap"] * (not overlap)
+        suffix = f" ({', '.join(named)})" if named else ""
         spec = MeasurementSpec(task="nextlaw_equilearning", precision=precision)
         documents = [[Document(tuple(t), ((spec.task, i),)) for i, t in enumerate(b)] for b in token_batches]
         runner: list[CorpusRunner] = []
 
         def statistics(batch, _ids, _mask):
             if not runner:
-                runner.append(CorpusRunner(layout, [spec], vocab))
+                runner.append(CorpusRunner(layout, [spec], vocab, overlap=overlap))
             runner[0].feed(documents[token_batches.index(batch)], args.device)
 
         seconds[f"statistics{suffix}"] = timed(statistics, work, args.device, 1)

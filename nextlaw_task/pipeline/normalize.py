@@ -25,6 +25,7 @@ brute-force least-squares fit drops it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -123,3 +124,17 @@ def normalize_states(
     if norm is None:
         raise ValueError("initialized_ln needs the model's final norm (FinalNorm.of)")
     return _unit_norm(x, norm)
+
+
+def normalize_window(
+    hidden: torch.Tensor, states: Sequence[int], last_state: int, how: str, norm: FinalNorm | None,
+    before_norm: bool = False,
+) -> list[torch.Tensor]:
+    """:func:`normalize_states` for a window of states stacked in ``hidden`` (k, n, d), in increasing order:
+    the states before ``last_state`` are normalized alike, in one call for all of them; one (n, d) float64
+    tensor per state."""
+    plain = len(states) - (states[-1] == last_state)
+    out = list(normalize_states(hidden[:plain], states[0], last_state, how, norm).unbind(0)) if plain else []
+    if plain < len(states):
+        out.append(normalize_states(hidden[plain], last_state, last_state, how, norm, before_norm))
+    return out

@@ -5,7 +5,8 @@ and the tasks that own them. :class:`RunSettings` is what a run fixes once (the 
 the tasks and the pools they share accumulators in); :class:`RunState` is what changes as batches
 arrive (accumulators, counts, results). Each batch is planned by ``plan.plan_batch`` and carried
 out here: one forward pass of the base network, every hidden state, as the hooks see it, through
-its pools' normalization into their accumulators. When the statistics of every state would exceed
+the batch's feeder (``feeder.BatchFeeder``: its pools' normalization, then their accumulators, on a
+side stream on a GPU). When the statistics of every state would exceed
 the memory budget (``memory.plan_memory``), the corpus is run once per range of states
 (``start_pass`` / ``end_pass``), each pass stopping after its last state.
 """
@@ -28,8 +29,10 @@ from nextlaw_task.engine.sums import gather_rows_for
 from nextlaw_task.errors import MeasurementError
 from nextlaw_task.options import MeasurementSpec
 from nextlaw_task.pipeline.capture import StateLayout, run_decoder
-from nextlaw_task.pipeline.normalize import FinalNorm, normalize_states
+from nextlaw_task.pipeline.feeder import BatchFeeder
+from nextlaw_task.pipeline.normalize import FinalNorm
 from nextlaw_task.pipeline.plan import BatchPlan, Document, Pool, distinct_targets, plan_batch
+from nextlaw_task.pipeline.streams import StatsStream, stats_stream
 from nextlaw_task.schema import CLASS_MEASURES, SCALAR_MEASURES
 
 #: float64 working memory per chunk of rows normalized and accumulated at once: at least MIN_CHUNK_ROWS rows,
@@ -193,9 +196,13 @@ class CorpusRunner:
     """Feeds batches of documents to the statistics of every task that measures them."""
 
     def __init__(self, layout: StateLayout, specs: Sequence[MeasurementSpec], vocab_size: int,
-                 data_parallel: bool = False, documents: Sequence[Document] = ()) -> None:
+                 data_parallel: bool = False, documents: Sequence[Document] = (), overlap: bool = True) -> None:
         self.settings = RunSettings.of(layout, specs, vocab_size, data_parallel, documents)
         self.state = RunState.fresh(len(self.settings.pools))
+        #: run the statistics on a side stream beside the forward pass on a GPU (``pipeline.streams``);
+        #: False keeps them on the model's stream (what ``benchmarks/profile_pass.py`` compares against)
+        self.overlap = overlap
+        self._streams: dict[torch.device, StatsStream] = {}
         self.start_pass(self.settings.states)
 
     def statistics(self, task: str) -> ResidualStatistics | None:
@@ -258,30 +265,16 @@ class CorpusRunner:
             self._carry_out(plan.to(device))
 
     def _carry_out(self, plan: BatchPlan) -> None:
-        """The forward pass: every state of every chunk normalized once, then added to each feed's rows."""
+        """The forward pass: its hidden states through the batch's feeder, then one check of the sums."""
         settings, stats = self.settings, self.state.stats
-        n_layers = settings.layout.n_layers
-        dtypes: set[torch.dtype] = set()
-
-        def sink(state: int, hidden: torch.Tensor) -> None:
-            dtypes.add(hidden.dtype)
-            flat = hidden.reshape(-1, hidden.shape[-1])
-            for chunk in plan.chunks:
-                shares = [s for s in chunk.shares if state in stats[plan.feeds[s.feed].pool].states]
-                if not shares:
-                    continue
-                normalized = normalize_states(flat.index_select(0, chunk.rows), state, n_layers, chunk.normalize,
-                                              settings.final_norm, settings.before_norm)
-                for share in shares:
-                    f = plan.feeds[share.feed]
-                    part = slice(share.start, share.stop)
-                    features = normalized if share.pick is None else normalized.index_select(0, share.pick)
-                    documents = f.docs[part] if share.cells is None else share.cells  # split once for all states
-                    stats[f.pool].partial_fit(state, features, f.targets[part], documents,
-                                              None if f.extra is None else f.extra[part], sign=f.sign)
-
         wanted = sorted({s for f in plan.feeds for s in stats[f.pool].states})
-        run_decoder(settings.layout, plan.ids, plan.mask, wanted, sink, settings.before_norm)
+        device = plan.ids.device
+        if device not in self._streams:
+            self._streams[device] = stats_stream(device, self.overlap)
+        feeder = BatchFeeder(plan, stats, settings.layout.n_layers, settings.final_norm, settings.before_norm,
+                             wanted, self._streams[device])
+        run_decoder(settings.layout, plan.ids, plan.mask, wanted, feeder, settings.before_norm)
+        feeder.close()
         # Once per batch, not per state (each check waits for the device): a non-finite feature
         # leaves a non-finite sum behind, so the first bad batch is caught here.
         for index in sorted({f.pool for f in plan.feeds}):
@@ -289,7 +282,7 @@ class CorpusRunner:
             if bad:
                 raise MeasurementError(
                     f"{', '.join(settings.pools[index].members)}: state {bad[0]} holds NaN or infinite values: the "
-                    f"model, computing in {', '.join(map(str, sorted(dtypes, key=str)))}, overflowed; run "
+                    f"model, computing in {', '.join(map(str, sorted(feeder.dtypes, key=str)))}, overflowed; run "
                     "it in a wider dtype: --model_args dtype=bfloat16 (or dtype=float32)"
                 )
 

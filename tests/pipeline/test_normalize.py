@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nextlaw_task.pipeline.capture import locate_states
-from nextlaw_task.pipeline.normalize import FinalNorm, normalize_states
+from nextlaw_task.pipeline.normalize import FinalNorm, normalize_states, normalize_window
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma3", "phi", "gpt_neox", "mamba", "rwkv"])
@@ -69,3 +69,21 @@ def test_last_state_recomputed_in_float64_from_the_norm_input(tiny_models):
     # the null direction of a LayerNorm output is exact in float64: sum_j (y_j - b_j) / w_j = 0
     null = ((got - module.bias.double()) / module.weight.double()).sum(-1)
     assert null.abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("how", ["initialized_ln", "none", "standardize"])
+@pytest.mark.parametrize("states", [(0, 1, 2), (1, 2, 3), (3,), (2,)])
+def test_a_window_of_states_is_normalized_as_each_state_alone(tiny_models, arch, how, states):
+    """States normalized together in one (k, n, d) call equal each state normalized alone; state L keeps its
+    own treatment (left as it is, or recomputed from the norm's input for a LayerNorm model)."""
+    layout = locate_states(tiny_models[arch])
+    norm = FinalNorm.of(layout.final_norm, layout.model_type)
+    before = norm.recomputes_last
+    window = torch.randn(len(states), 6, 32, generator=torch.Generator().manual_seed(4), dtype=torch.float32) * 5 + 3
+    together = normalize_window(window, states, layout.n_layers, how, norm, before)
+    assert len(together) == len(states)
+    for j, state in enumerate(states):
+        alone = normalize_states(window[j], state, layout.n_layers, how, norm, before)
+        assert together[j].dtype == torch.float64 and together[j].shape == (6, 32)
+        assert torch.equal(together[j], alone), (state, how)
