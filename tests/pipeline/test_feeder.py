@@ -71,18 +71,21 @@ SPECS = [
     MeasurementSpec(task="held", folds=2),
     MeasurementSpec(task="onehot", measure="onehot", normalize="standardize"),
     MeasurementSpec(task="raw", normalize="none", layers="1,2,3"),
+    MeasurementSpec(task="quick", precision="fast"),  # float32 products, and the check's float64 sample
 ]
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])  # gpt2: state L recomputed from the final norm's input
-@pytest.mark.parametrize("window", [1, 2, 3, 99])  # 1: four windows a batch, each buffer reused
-def test_windows_on_a_late_stream_give_the_cpu_path_s_metrics_and_errors(tiny_models, monkeypatch, arch, window):
+@pytest.mark.parametrize("window, gather", [(1, 0), (2, 0), (3, 0), (99, 0), (3, 16)])  # 1: each buffer reused
+def test_windows_on_a_late_stream_give_the_cpu_path_s_metrics_and_errors(tiny_models, monkeypatch, arch, window, gather):
+    """All of a GPU's path on the CPU: windows, a stream that runs late, and (``gather``) rows gathered per cell."""
     model = tiny_models[arch]
     documents = documents_of(SPECS, 40, seed=5)
     at_once = measure(model, SPECS, documents)
     streams: list[Deferred] = []
     monkeypatch.setattr(runner_module, "stats_stream", lambda device, overlap: streams.append(Deferred()) or streams[-1])
     monkeypatch.setattr(feeder_module, "window_size", lambda device, rows, d, itemsize: window)
+    monkeypatch.setattr(runner_module, "gather_rows_for", lambda d, device: gather)
     late = measure(model, SPECS, documents)
     for task, (metrics, errors) in late.items():
         assert metrics == pytest.approx(at_once[task][0], rel=1e-12, abs=1e-14), task
