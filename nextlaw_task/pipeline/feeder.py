@@ -1,9 +1,10 @@
 """One batch's hidden states, as the hooks hand them over, into its pools' accumulators.
 
 :class:`BatchFeeder` is the hooks' sink for one batch (its :class:`~nextlaw_task.pipeline.plan.BatchPlan`).
-Each state is copied, on the model's stream, into a window buffer: the rows of every chunk of the plan
-(in the model's dtype, one gather a state), so that what the statistics read is theirs, whatever the
-model does with its own tensor next. When the window holds :func:`window_size` states, or the pass's
+Each state is copied, on the model's stream, into a window buffer on the plan's device: the rows of
+every chunk of the plan (in the model's dtype, one gather a state; under ``parallelize=True`` a state
+computed on another GPU is gathered there and copied over), so that what the statistics read is theirs,
+whatever the model does with its own tensor next. When the window holds :func:`window_size` states, or the pass's
 last state came, the work on it goes to the statistics' stream (``pipeline.streams``) as one job:
 
 - per chunk, the window's states are normalized together (``normalize.normalize_window``: one set of
@@ -50,7 +51,8 @@ class BatchFeeder:
         self.plan, self.stats, self.stream = plan, stats, stream
         self.n_layers, self.final_norm, self.before_norm = n_layers, final_norm, before_norm
         self.last = max(wanted)
-        self.rows = torch.cat([chunk.rows for chunk in plan.chunks])
+        self.rows = torch.cat([chunk.rows for chunk in plan.chunks])  # on the plan's device, as the buffers
+        self.moved: dict[torch.device, Tensor] = {}
         edges = [0]
         for chunk in plan.chunks:
             edges.append(edges[-1] + chunk.rows.numel())
@@ -70,7 +72,8 @@ class BatchFeeder:
             self._submit()
         if not self.window:
             self._open(flat)
-        torch.index_select(flat, 0, self.rows, out=self.buffers[self.current][len(self.window)])
+        # gathered where the state lies (under parallelize=True another GPU than the buffer's), then copied
+        self.buffers[self.current][len(self.window)].copy_(flat.index_select(0, self._rows_on(flat.device)))
         self.window.append(state)
         if len(self.window) == self.size or state == self.last:
             self._submit()
@@ -86,10 +89,17 @@ class BatchFeeder:
         index = self.current
         if self.read[index] is not None:
             self.stream.wait(self.read[index])
-        self.size = window_size(flat.device, self.rows.numel(), flat.shape[1], flat.element_size())
+        device = self.rows.device
+        self.size = window_size(device, self.rows.numel(), flat.shape[1], flat.element_size())
         buffer = self.buffers[index]
         if buffer is None or buffer.dtype != flat.dtype or buffer.shape[0] < self.size:
-            self.buffers[index] = flat.new_empty(self.size, self.rows.numel(), flat.shape[1])
+            self.buffers[index] = torch.empty(self.size, self.rows.numel(), flat.shape[1], dtype=flat.dtype, device=device)
+
+    def _rows_on(self, device: torch.device) -> Tensor:
+        """The plan's rows on ``device`` (copied there once a batch)."""
+        if device not in self.moved:
+            self.moved[device] = self.rows.to(device)
+        return self.moved[device]
 
     def _submit(self) -> None:
         index, states = self.current, tuple(self.window)
