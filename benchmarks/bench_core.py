@@ -7,9 +7,11 @@ For each hidden size d it times, on one batch of n tokens:
 and then ``compute()`` for all four measures (in-sample) after ``--tokens`` tokens.
 
 ``--row-blocks 80 288 1024`` also times the Gram update a row costs when rows come in blocks of those
-lengths, in float64 and in the ``fast`` precision (float32 products added to float64 sums; 80 rows is a
-jackknife cell's share of a CPU batch of 32 sentences, d / 2 what a cell gathers on a GPU), and
-the Cholesky factorizations a state's jackknife solve makes (one per cell and one for all rows).
+lengths, in float64 and in the ``fast`` precision, its float32 products added to the float64 sums at once
+(as rows gathered on a GPU are) or summed in a float32 chunk of up to 1024 rows first (as a CPU's are); 80
+rows is a jackknife cell's share of a CPU batch of 32 sentences, d / 2 what a cell gathers on a GPU. It
+also times the Cholesky factorizations a state's jackknife solve makes (one per cell and one for all rows).
+The matrices stay in the cache here; in a run, every state's cells take turns.
 
     python benchmarks/bench_core.py --dims 576 2048 4096 --tokens 8192 --out benchmarks/out/core.json
 """
@@ -26,7 +28,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from nextlaw_task.engine.precision import FastGram
+from nextlaw_task.engine.precision import FAST_CHUNK_ROWS, FastGram
 from nextlaw_task.engine.stats import ResidualStatistics
 from nextlaw_task.engine.sums import add_gram
 
@@ -92,13 +94,21 @@ def bench_row_blocks(d: int, lengths: list[int], cells: int, repeats: int, devic
     """Microseconds a row costs in the Gram update of a (d + 1)-column state, by the rows of each update, in
     float64 and in fast precision; and milliseconds of the jackknife solve's ``cells`` + 1 factorizations."""
     row: dict[str, float] = {"d": d}
-    zz = torch.zeros(d + 1, d + 1, dtype=torch.float64, device=device)
+    zz = torch.zeros(1, d + 1, d + 1, dtype=torch.float64, device=device)
     for n in lengths:
         rows = _batch(n, d + 1, n, device)[0].double()
-        fast = FastGram(d + 1, device)
-        fast.chunks = 1  # not a sampled chunk: the products alone, as in 15 of 16 chunks
-        row[f"float64_{n}_rows_us_per_row"] = _best_seconds(lambda: add_gram(zz, rows), device, repeats) * 1e6 / n
-        row[f"fast_{n}_rows_us_per_row"] = _best_seconds(lambda: fast.update(zz, rows), device, repeats) * 1e6 / n
+        updates = -(-FAST_CHUNK_ROWS // n)  # a float32 chunk's worth of updates, then its addition
+        row[f"float64_{n}_rows_us_per_row"] = _best_seconds(lambda: add_gram(zz[0], rows), device, repeats) * 1e6 / n
+        for name, accumulate in (("fast", False), ("fast_chunked", True)):
+            fast = FastGram(d + 1, device, accumulate=accumulate)
+
+            def chunk() -> None:
+                fast.chunks = 1  # not a sampled chunk: the products alone, as in 15 of 16 chunks
+                for _ in range(updates):
+                    fast.update(zz, 0, rows)
+                fast.flush(zz)
+
+            row[f"{name}_{n}_rows_us_per_row"] = _best_seconds(chunk, device, repeats) * 1e6 / (n * updates)
     features = _batch(4 * d, d, 1, device)[0].double()
     gram = features.T @ features
     factor = lambda: [torch.linalg.cholesky_ex(gram) for _ in range(cells + 1)]  # noqa: E731
@@ -134,8 +144,9 @@ def main() -> None:
         f"d={r['d']}: " + ", ".join(f"{k}: {r[f'gram_{k}_blocks_us_per_token']:.2f}" for k in GRAM_BLOCKS) for r in rows
     ))
     for r in blocks:
-        print(f"d={r['d']}, Gram update per row (us) by rows an update, float64 / fast: " + "; ".join(
-            f"{n}: {r[f'float64_{n}_rows_us_per_row']:.2f} / {r[f'fast_{n}_rows_us_per_row']:.2f}" for n in args.row_blocks
+        print(f"d={r['d']}, Gram update per row (us) by rows an update, float64 / fast / fast chunked: " + "; ".join(
+            f"{n}: {r[f'float64_{n}_rows_us_per_row']:.2f} / {r[f'fast_{n}_rows_us_per_row']:.2f} / "
+            f"{r[f'fast_chunked_{n}_rows_us_per_row']:.2f}" for n in args.row_blocks
         ) + f"; jackknife solve, {args.cells + 1} factorizations: {r['jackknife_factorizations_ms']:.1f} ms a state")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -117,14 +117,16 @@ def test_the_fast_precision_benchmark_reports_what_the_check_covers(tmp_path: Pa
 
 
 def test_the_core_benchmark_times_row_blocks_in_both_precisions(tmp_path: Path) -> None:
-    """``--row-blocks``: a row's Gram update cost per block length in float64 and fast, and the jackknife solve."""
+    """``--row-blocks``: a row's Gram update cost per block length in float64 and fast (added at once and in
+    float32 chunks), and the jackknife solve."""
     bench = BENCH.parent / "bench_core.py"
     out = tmp_path / "core.json"
     done = subprocess.run([sys.executable, str(bench), "--dims", "24", "--batch", "64", "--tokens", "128", "--repeats", "1",
                            "--row-blocks", "8", "40", "--cells", "3", "--device", "cpu", "--out", str(out)],
                           check=True, capture_output=True, text=True)
     (blocks,) = json.loads(out.read_text())["row_blocks"]
-    keys = [f"{p}_{n}_rows_us_per_row" for n in (8, 40) for p in ("float64", "fast")]
+    keys = [f"{p}_{n}_rows_us_per_row" for n in (8, 40) for p in ("float64", "fast", "fast_chunked")]
     assert blocks["d"] == 24 and all(blocks[k] > 0 for k in keys) and blocks["jackknife_factorizations_ms"] > 0
-    assert "d=24, Gram update per row (us) by rows an update, float64 / fast: 8: " in done.stdout
+    line = "d=24, Gram update per row (us) by rows an update, float64 / fast / fast chunked: 8: "
+    assert line + " / ".join(f"{blocks[k]:.2f}" for k in keys[:3]) + "; 40: " in done.stdout
     assert "jackknife solve, 4 factorizations" in done.stdout

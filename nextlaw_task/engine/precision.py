@@ -5,7 +5,11 @@ In ``float64`` precision (the default) every product of the statistics is a floa
 to float32 and multiplied in chunks of at most :data:`FAST_CHUNK_ROWS` rows; each chunk's products
 are added to the float64 sums. On a CPU the products are float32 GEMMs; on a GPU they use its
 tensor cores through three TF32 products of a high and a low part (:func:`split_tf32`), about as
-accurate as float32 (the float32 units of a GPU are no faster than its float64 ones).
+accurate as float32 (the float32 units of a GPU are no faster than its float64 ones). Where rows
+come a few at a time (a jackknife cell's share of a batch, when rows are not gathered), a chunk is
+summed in float32 over the updates until it holds :data:`FAST_CHUNK_ROWS` rows or the sums are
+read: each update then rewrites a float32 matrix inside its GEMM, not the float64 one in a pass of
+its own, and the float64 sums take one addition a chunk.
 
 The error is measured, not assumed: every :data:`SHADOW_EVERY`-th chunk is also multiplied in
 float64, and the state keeps the difference (float64 minus fast products) of those chunks, a
@@ -68,33 +72,69 @@ def _products(a: Tensor, b: Tensor) -> Tensor:
 
 
 class FastGram:
-    """The fast Gram update of one state, and its check's sample: ``shadow`` (upper block triangle) and
-    the rows it holds, beside all rows updated."""
+    """The fast Gram update of one state's ``cells`` and its check's sample: ``shadow`` (upper block
+    triangle) and the rows it holds, beside all rows updated.
 
-    def __init__(self, size: int, device: torch.device) -> None:
+    ``accumulate``: each cell sums its chunk's products in a float32 matrix of its own (``partial``,
+    upper block triangle) until the chunk holds :data:`FAST_CHUNK_ROWS` rows or :meth:`flush` runs;
+    otherwise (rows gathered into long blocks) each chunk is added to the float64 sums at once.
+    """
+
+    def __init__(self, size: int, device: torch.device, cells: int = 1, accumulate: bool = False) -> None:
         self.shadow = torch.zeros(size, size, dtype=F64, device=device)
+        blocks = gram_blocks(size, device)
+        self.blocks = [(size * i // blocks, size * (i + 1) // blocks) for i in range(blocks)]
+        self.partial = torch.zeros(cells, size, size, dtype=torch.float32, device=device) if accumulate else None
+        #: per cell, the rows in its open chunk and whether that chunk is sampled
+        self.filled = [0] * cells
+        self.sampled = [False] * cells
         self.chunks = 0
         self.rows = 0
         self.shadow_rows = 0
 
-    def update(self, zz: Tensor, z: Tensor, sign: int = 1) -> None:
-        """Add ``sign`` z'z to the upper block triangle of the float64 ``zz`` from fast products."""
-        size = z.shape[1]
-        blocks = gram_blocks(size, z.device)
-        edges = [size * i // blocks for i in range(blocks + 1)]
+    def update(self, zz: Tensor, cell: int, z: Tensor, sign: int = 1) -> None:
+        """Add ``sign`` z'z to the upper block triangle of the float64 ``zz[cell]`` from fast products."""
         for rows in torch.split(z, FAST_CHUNK_ROWS):
-            sampled = self.chunks % SHADOW_EVERY == 0
+            if self.filled[cell] + rows.shape[0] > FAST_CHUNK_ROWS:
+                self._close(zz, cell)
+            if not self.filled[cell]:  # a new chunk
+                self.sampled[cell] = self.chunks % SHADOW_EVERY == 0
+                self.chunks += 1
             low = rows.float()
-            for start, stop in zip(edges[:-1], edges[1:]):
-                product = _products(low[:, start:stop], low[:, start:])
-                zz[start:stop, start:].add_(product, alpha=sign)
-                if sampled:
-                    self.shadow[start:stop, start:].sub_(product, alpha=sign)
-            if sampled:
-                add_gram(self.shadow, rows, blocks, sign)
+            for start, stop in self.blocks:
+                a, b = low[:, start:stop], low[:, start:]
+                if self.partial is None:  # the chunk is added to the float64 sums at once
+                    self._add(zz[cell, start:stop, start:], self.shadow[start:stop, start:], _products(a, b), sign, cell)
+                elif a.device.type == "cuda":
+                    self.partial[cell, start:stop, start:].add_(_products(a, b), alpha=sign)
+                else:
+                    self.partial[cell, start:stop, start:].addmm_(a.T, b, alpha=sign)
+            if self.sampled[cell]:
+                add_gram(self.shadow, rows, len(self.blocks), sign)
                 self.shadow_rows += rows.shape[0]
-            self.chunks += 1
             self.rows += rows.shape[0]
+            if self.partial is not None:
+                self.filled[cell] += rows.shape[0]
+
+    def flush(self, zz: Tensor) -> None:
+        """Add every cell's open float32 chunk to the float64 ``zz`` (before the sums are read)."""
+        for cell, filled in enumerate(self.filled):
+            if filled:
+                self._close(zz, cell)
+
+    def _close(self, zz: Tensor, cell: int) -> None:
+        """Add the open chunk of ``cell`` to ``zz[cell]`` and empty it."""
+        for start, stop in self.blocks:
+            block = self.partial[cell, start:stop, start:]
+            self._add(zz[cell, start:stop, start:], self.shadow[start:stop, start:], block, 1, cell)
+            block.zero_()
+        self.filled[cell] = 0
+
+    def _add(self, target: Tensor, shadow: Tensor, products: Tensor, sign: int, cell: int) -> None:
+        """Add float32 ``products`` to the float64 ``target``; a sampled chunk's also leave ``shadow``."""
+        target.add_(products, alpha=sign)
+        if self.sampled[cell]:
+            shadow.sub_(products, alpha=sign)
 
     def error_estimate(self) -> Tensor:
         """The sampled error (float64 minus fast products) scaled to every row: what to add to the sums."""

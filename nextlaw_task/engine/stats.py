@@ -152,14 +152,16 @@ class ResidualStatistics:
         n_states: int, hidden_size: int, measures: Sequence[str], n_folds: int, n_classes: int = 0,
         extra_columns: int = 0, n_groups: int = 0, gather_rows: int = 0, precision: str = "float64",
     ) -> int:
-        """Bytes of statistics for ``n_states`` states (float64), gathered rows and their cells included,
-        excluding one batch's float64 copy."""
+        """Bytes of statistics for ``n_states`` states (float64), gathered rows and their cells included, and in
+        ``fast`` precision the check's sample and, rows not gathered, each cell's float32 open chunk; excluding
+        one batch's float64 copy."""
         folds = CellLayout(n_folds, n_groups).n_cells
         size = hidden_size + sum(m in SCALAR_MEASURES for m in measures) + extra_columns
         per_state = folds * (1 + size + size * size + gather_rows * (size + 1)) + size + (precision == "fast") * size * size
         if any(m in CLASS_MEASURES for m in measures):
             per_state += folds * n_classes * (hidden_size + 1)
-        return 8 * n_states * per_state
+        chunks = 4 * folds * size * size if precision == "fast" and not gather_rows else 0  # float32 open chunks
+        return n_states * (8 * per_state + chunks)
 
     def partial_fit(
         self,
@@ -210,7 +212,8 @@ class ResidualStatistics:
             )
             entry.gather(self.gather_rows)
             if self.precision == "fast":
-                entry.fast = FastGram(z.shape[1], device)
+                # rows not gathered come a few a cell: their products are summed in float32 chunks
+                entry.fast = FastGram(z.shape[1], device, self._cells, accumulate=not self.gather_rows)
         self._accumulate(entry, z, column_sums, split, sign, gathered=room is not None)
         if self._with_classes:
             self._accumulate_classes(entry, z, targets, None if split is None else split.fold)

@@ -169,7 +169,7 @@ class StateSums:
         if self.fast is None:
             add_gram(self.zz[cell], rows, sign=sign)
         else:
-            self.fast.update(self.zz[cell], rows, sign)
+            self.fast.update(self.zz, cell, rows, sign)
 
     @classmethod
     def empty(cls, shift: Tensor, folds: int, hidden_size: int, with_classes: bool, slots: int = 0) -> StateSums:
@@ -215,19 +215,21 @@ class StateSums:
         self.filled = [have + more for have, more in zip(self.filled, sizes)]
 
     def flush(self) -> None:
-        """Add every pending row to its cell's Gram matrix."""
+        """Add every pending row to its cell's Gram matrix, and the fast precision's open chunks."""
         waiting = sum(self.filled)
-        if not waiting:
+        if not waiting and (self.fast is None or not any(self.fast.filled)):
             return
         # sums made in a forward pass are inference tensors: they are updated in place only in that mode
         with torch.inference_mode(self.zz.is_inference()):
-            if len(self.filled) == 1:
+            if len(self.filled) == 1 and waiting:
                 self.update(0, self.pending[:waiting])
-            else:
+            elif waiting:
                 order = torch.argsort(self.pending_cells[:waiting], stable=True)
                 for cell, rows in enumerate(torch.split(order, self.filled)):
                     if rows.numel():
                         self.update(cell, self.pending.index_select(0, rows))
+            if self.fast is not None:
+                self.fast.flush(self.zz)
         self.filled = [0] * len(self.filled)
 
     @property

