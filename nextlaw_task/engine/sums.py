@@ -341,6 +341,7 @@ def add_gram(zz: Tensor, z: Tensor, blocks: int | None = None, sign: int = 1) ->
 
 
 def symmetric(zz: Tensor) -> Tensor:
-    """The full symmetric matrix whose upper triangle ``zz`` holds (one new matrix and one temporary)."""
-    full = torch.triu(zz)
-    return full.add_(torch.triu(zz, 1).T)
+    """The full symmetric matrix whose upper triangle ``zz`` holds: each entry copied from the upper triangle
+    in one pass (no arithmetic, one new matrix; whatever lies below the diagonal is ignored)."""
+    upper = torch.ones(zz.shape, dtype=torch.bool, device=zz.device).triu_()
+    return torch.where(upper, zz, zz.T)

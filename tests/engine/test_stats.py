@@ -268,6 +268,13 @@ def test_blocked_gram_update_holds_the_exact_upper_triangle(size: int, blocks: i
         assert not torch.any(torch.tril(zz, -size // 2)), "blocks below the diagonal are not computed"
 
 
+def test_the_mirror_copies_the_upper_triangle_and_ignores_what_lies_below() -> None:
+    upper = torch.randn(7, 7, dtype=torch.float64).triu()
+    below = torch.randn(7, 7, dtype=torch.float64).tril(-1)  # what a diagonal block's GEMM leaves below it
+    full = symmetric(upper + below)
+    assert torch.equal(full, upper + upper.triu(1).T) and torch.equal(full, full.T)
+
+
 def test_gram_blocks_are_wider_on_a_gpu() -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert [gram_blocks(d, cpu) for d in (5, 130, 578, 4098)] == [1, 1, 4, 8]
