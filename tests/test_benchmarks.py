@@ -105,6 +105,27 @@ def test_the_profile_times_every_stage_in_both_precisions(tmp_path: Path) -> Non
     assert f"| solve (fast) | {seconds['solve (fast)']:.2f} |" in done.stdout
 
 
+def test_the_profile_times_the_gram_updates_beside_the_floor_on_a_thread(tmp_path: Path) -> None:
+    """``--beside``: the updates alone and on a thread beside the floor, and the share hidden, from those times."""
+    bench = BENCH.parent / "profile_pass.py"
+    done = subprocess.run([sys.executable, str(bench), "--model", "random-llama-tiny", "--sentences", "20",
+                           "--repeats", "1", "--beside", "--out", str(tmp_path)],
+                          check=True, capture_output=True, text=True)
+    report = json.loads((tmp_path / "profile_random-llama-tiny_cpu.json").read_text())
+    seconds = report["seconds"]
+    assert list(seconds)[-2:] == ["updates (float64)", "floor beside updates"] and all(v > 0 for v in seconds.values())
+    alone, both = seconds["updates (float64)"], seconds["floor beside updates"]
+    assert report["hidden_share"] == (seconds["floor"] + alone - both) / alone
+    assert f"{report['hidden_share']:.1%} of their {alone:.2f} s hidden" in done.stdout
+
+
+def test_beside_is_refused_on_a_gpu(tmp_path: Path) -> None:
+    bench = BENCH.parent / "profile_pass.py"
+    done = subprocess.run([sys.executable, str(bench), "--device", "cuda", "--beside", "--out", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "--beside measures a CPU" in done.stderr
+
+
 def test_the_fast_precision_benchmark_reports_what_the_check_covers(tmp_path: Path) -> None:
     """Per state of SmolLM2, the deviation the check reports is at least the actual one (or inf: re-measured)."""
     bench = BENCH.parent / "fast_precision.py"
